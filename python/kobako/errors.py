@@ -1,0 +1,99 @@
+"""The exceptions kobako raises.
+
+Every error kobako raises on purpose derives from :class:`KobakoError`, so one
+``except KobakoError`` catches them all; the CLI prints such an error as a single line
+and exits with its :attr:`KobakoError.exit_code` (125 unless said otherwise, as docker does)::
+
+    KobakoError                      base; .exit_code
+    ├── InvalidArgument (ValueError) a flag, spec field or parsed value is wrong
+    ├── NotFound                     a rootfs, file, user or group that does not exist
+    ├── CgroupError                  creating, limiting or removing a cgroup failed
+    ├── StartError                   setting up the container failed; .step, .errno, .path
+    │   ├── CommandNotFound          the command does not exist in the container (exit 127)
+    │   └── CommandNotExecutable     it exists but cannot be executed (exit 126)
+    └── ContainerError               the command ran and failed; .exit_status, .stderr
+
+Errors raised by the native core carry the step that failed (``"mount"``, ``"pivot_root"``,
+``"exec"``…) and the errno, so that a message names what went wrong and where.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "CgroupError",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "ContainerError",
+    "InvalidArgument",
+    "KobakoError",
+    "NotFound",
+    "StartError",
+]
+
+
+class KobakoError(Exception):
+    """Base of every error kobako raises on purpose."""
+
+    #: The exit status the CLI uses for this error (docker uses 125 for its own failures).
+    exit_code: int = 125
+
+
+class InvalidArgument(KobakoError, ValueError):
+    """A flag, a spec field or a value to parse is malformed."""
+
+
+class NotFound(KobakoError):
+    """Something named by the caller does not exist (a rootfs, a user, a file)."""
+
+
+class CgroupError(KobakoError):
+    """A cgroup could not be created, configured, read or removed."""
+
+
+class StartError(KobakoError):
+    """The container could not be set up; raised from the native core.
+
+    Attributes:
+        step: The set-up step that failed, e.g. ``"mount"``, ``"pivot_root"``, ``"exec"``.
+        errno: The errno the failing system call returned (0 if none).
+        path: The path the step worked on, if any.
+    """
+
+    def __init__(self, message: str, step: str = "", errno: int = 0, path: str | None = None):
+        if errno and not message:
+            message = f"{step}: {os.strerror(errno)}"
+        super().__init__(message)
+        self.step = step
+        self.errno = errno
+        self.path = path
+
+
+class CommandNotFound(StartError):
+    """The command is not in the container (docker exits 127)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(StartError):
+    """The command exists but cannot be executed (docker exits 126)."""
+
+    exit_code = 126
+
+
+class ContainerError(KobakoError):
+    """The container's command exited with a non-zero status.
+
+    Attributes:
+        exit_status: The exit status as docker reports it (128+N for signal N).
+        command: The command that ran.
+        stderr: What the command wrote to stderr, if it was captured.
+    """
+
+    def __init__(self, exit_status: int, command: list[str], stderr: bytes | None = None):
+        detail = f": {stderr.decode(errors='replace').strip()}" if stderr else ""
+        super().__init__(f"command {command!r} returned non-zero exit status {exit_status}{detail}")
+        self.exit_status = exit_status
+        self.command = command
+        self.stderr = stderr
