@@ -1,0 +1,180 @@
+"""The runtime spec: what a container is made of, in the shape of the OCI runtime spec.
+
+A :class:`Spec` says everything needed to run one process in a container: the root
+filesystem, the process (argv, env, user, terminal), extra mounts, namespaces, resource limits
+and confinement. It is plain data; :func:`kobako.runtime.run` turns it into a launch plan for
+the native core. The defaults are Docker's: its capability set, its seccomp profile, its
+masked paths, plus ``no_new_privs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "IdMap",
+    "Mount",
+    "Namespaces",
+    "Process",
+    "Resources",
+    "Rlimit",
+    "Security",
+    "Spec",
+]
+
+#: Docker's default PATH for a container whose image sets none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mount:
+    """A mount in the container, as in the OCI runtime spec's ``mounts``.
+
+    Attributes:
+        destination: Absolute path inside the container.
+        type: ``"bind"``, ``"tmpfs"``, or another filesystem type.
+        source: Host path for a bind mount; the device name otherwise.
+        options: OCI/fstab-style options: ``ro``, ``rw``, ``nosuid``, ``nodev``, ``noexec``,
+            ``rbind``, ``bind``, ``mode=1777``, ``size=64m``…
+    """
+
+    destination: str
+    type: str = "bind"
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rlimit:
+    """A resource limit set with setrlimit(2) in the container (``--ulimit``).
+
+    Attributes:
+        type: The limit's name as docker spells it (``nofile``, ``nproc``, ``core``…).
+        soft: Soft limit (-1 for unlimited).
+        hard: Hard limit (-1 for unlimited).
+    """
+
+    type: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Process:
+    """The process to run.
+
+    Attributes:
+        args: argv; ``args[0]`` is looked up in the container's ``PATH`` if it has no slash.
+        env: ``KEY=VALUE`` strings; ``PATH`` defaults to Docker's when absent.
+        cwd: Working directory inside the container, created if missing (as Docker does).
+        user: Docker's ``-u`` syntax: ``uid``, ``uid:gid``, ``name``, ``name:group``; empty
+            means root. Names are looked up in the container's /etc/passwd and /etc/group.
+        terminal: Give the process a pseudo-terminal as its stdio (``-t``).
+        rlimits: Resource limits (``--ulimit``).
+        init: Run a tiny init as PID 1 that reaps zombies and forwards signals (``--init``).
+    """
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    terminal: bool = False
+    rlimits: tuple[Rlimit, ...] = ()
+    init: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdMap:
+    """One line of a user namespace's uid_map or gid_map."""
+
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespaces:
+    """Which namespaces the container gets.
+
+    Attributes:
+        network: ``"none"`` (a new network namespace with only ``lo``, up) or ``"host"``.
+        pid, ipc, uts, cgroup: New namespace of that kind when true.
+        uid_map, gid_map: A new user namespace with these maps when non-empty.
+    """
+
+    network: str = "none"
+    pid: bool = True
+    ipc: bool = True
+    uts: bool = True
+    cgroup: bool = True
+    uid_map: tuple[IdMap, ...] = ()
+    gid_map: tuple[IdMap, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """Cgroup limits; ``None`` leaves a limit unset. Units are docker-py's.
+
+    Attributes:
+        memory: Hard memory limit in bytes (``--memory``).
+        memory_swap: Memory plus swap in bytes, -1 for unlimited (``--memory-swap``).
+        memory_reservation: Soft limit in bytes (``--memory-reservation``).
+        nano_cpus: CPU quota in billionths of a CPU (``--cpus 0.5`` is 500_000_000).
+        cpu_shares: Relative weight, Docker's scale (default 1024) (``--cpu-shares``).
+        cpuset_cpus: CPUs allowed, e.g. ``"0-1"`` (``--cpuset-cpus``).
+        pids_limit: Maximum number of tasks; 0 or -1 for unlimited (``--pids-limit``).
+    """
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    memory_reservation: int | None = None
+    nano_cpus: int | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Security:
+    """Confinement. The defaults are Docker's, plus no_new_privs.
+
+    Attributes:
+        privileged: All capabilities, no seccomp, no masked paths, devices from the host.
+        cap_add, cap_drop: Capability names (``NET_ADMIN`` or ``CAP_NET_ADMIN``, ``ALL``).
+        seccomp: ``None`` for Docker's default profile, ``"unconfined"``, or the path of a
+            profile in Docker's JSON format.
+        no_new_privileges: Set ``PR_SET_NO_NEW_PRIVS`` (on by default).
+        readonly_rootfs: Mount the root filesystem read-only (``--read-only``).
+    """
+
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    seccomp: str | None = None
+    no_new_privileges: bool = True
+    readonly_rootfs: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spec:
+    """Everything needed to run one container.
+
+    Attributes:
+        root: Host path of the root filesystem directory.
+        process: What to run.
+        hostname: The container's hostname (``-h``); default: the container id's first 12.
+        mounts: Extra mounts (``-v``, ``--mount``, ``--tmpfs``), after the default ones.
+        namespaces: Which namespaces to create.
+        resources: Cgroup limits.
+        security: Capabilities, seccomp, no_new_privs, read-only rootfs.
+        id: The container id (64 hex digits); generated when empty.
+    """
+
+    root: str
+    process: Process
+    hostname: str = ""
+    mounts: tuple[Mount, ...] = ()
+    namespaces: Namespaces = field(default_factory=Namespaces)
+    resources: Resources = field(default_factory=Resources)
+    security: Security = field(default_factory=Security)
+    id: str = ""
