@@ -1,0 +1,266 @@
+//! The container's first process, from clone to execve.
+//!
+//! Hard rules: everything was computed by the parent ([`Plan`]); no allocation, no locks, no
+//! Python; a failure is written to the sync socket as (step, errno, index) and the child exits.
+//! A successful execve closes the (CLOEXEC) socket, which the parent reads as success.
+
+use std::ptr;
+
+use libc::{c_char, c_int};
+
+use super::plan::{Kind, Plan};
+use super::{init, Report};
+use crate::error::Step;
+use crate::rootfs::{self, Failure};
+use crate::sys;
+
+/// What the child needs beside the plan, all prepared before clone.
+pub struct ChildArgs<'a> {
+    pub plan: &'a Plan,
+    pub sock: c_int,
+    /// Wait for the parent's go-ahead (cgroup attach, uid/gid maps) before anything else.
+    pub wait_for_go: bool,
+    /// unshare(CLONE_NEWCGROUP) after the go-ahead (the cgroup was not set at clone).
+    pub unshare_cgroupns: bool,
+    pub argv: &'a [*const c_char],
+    pub envp: &'a [*const c_char],
+    pub seccomp: Option<libc::sock_fprog>,
+}
+
+/// Report a failure to the parent and exit.
+fn die(sock: c_int, step: Step, errno: c_int, index: u32, code: c_int) -> ! {
+    let report = Report { step: step as u32, errno, index };
+    // SAFETY: writing a plain struct to our socket, then exiting without running destructors.
+    unsafe {
+        libc::write(sock, &report as *const Report as *const libc::c_void, std::mem::size_of::<Report>());
+        libc::_exit(code)
+    }
+}
+
+/// Run the child. Never returns.
+///
+/// # Safety
+/// Must be called only in the freshly cloned child, as described in the module docs.
+pub unsafe fn run(a: &ChildArgs) -> ! {
+    match setup(a) {
+        Ok(()) => {}
+        Err((step, errno, index)) => die(a.sock, step, errno, index, 1),
+    }
+    exec(a)
+}
+
+type Indexed = (Step, c_int, u32);
+
+fn at(index: usize) -> impl Fn(Failure) -> Indexed {
+    move |(step, errno)| (step, errno, index as u32)
+}
+
+fn check(rc: c_int, step: Step) -> Result<(), Indexed> {
+    if rc < 0 {
+        Err((step, sys::errno(), 0))
+    } else {
+        Ok(())
+    }
+}
+
+unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
+    let p = a.plan;
+    libc::umask(0);
+    if a.wait_for_go {
+        let mut go = 0u8;
+        loop {
+            let n = libc::read(a.sock, &mut go as *mut u8 as *mut libc::c_void, 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            // The parent gave up (its error is its own to report): leave quietly.
+            libc::_exit(1);
+        }
+    }
+    if a.unshare_cgroupns {
+        check(libc::unshare(libc::CLONE_NEWCGROUP), Step::Cgroupns)?;
+    }
+    check(libc::setsid(), Step::Setsid)?;
+    if p.tty_fd >= 0 {
+        check(libc::ioctl(p.tty_fd, libc::TIOCSCTTY, 0), Step::Console)?;
+        for fd in 0..3 {
+            check(libc::dup2(p.tty_fd, fd), Step::Console)?;
+        }
+    } else {
+        for (i, &fd) in p.stdio.iter().enumerate() {
+            if fd >= 0 && fd != i as c_int {
+                check(libc::dup2(fd, i as c_int), Step::Stdio)?;
+            }
+        }
+    }
+
+    // Root filesystem.
+    let flags = libc::MS_REC | libc::MS_PRIVATE;
+    check(libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), flags, ptr::null()), Step::MountPropagation)?;
+    let bind = libc::MS_BIND | libc::MS_REC;
+    check(
+        libc::mount(p.rootfs.as_ptr(), p.rootfs.as_ptr(), ptr::null(), bind, ptr::null()),
+        Step::BindRootfs,
+    )?;
+    let root = libc::open(p.rootfs.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+    check(root, Step::OpenRootfs)?;
+    for (i, m) in p.mounts.iter().enumerate() {
+        rootfs::mount(root, m).map_err(at(i))?;
+    }
+    for (i, d) in p.devices.iter().enumerate() {
+        rootfs::mknod(root, &d.path, d.mode, d.major, d.minor).map_err(at(i))?;
+    }
+    for (i, (target, link)) in p.symlinks.iter().enumerate() {
+        rootfs::symlink(root, target, link).map_err(at(i))?;
+    }
+    let cwd = rootfs::ensure(root, &p.cwd, Kind::Dir).map_err(|(_, e)| (Step::Workdir, e, 0))?;
+    libc::close(cwd);
+    rootfs::pivot(root).map_err(at(0))?;
+    libc::close(root);
+    for (i, path) in p.masked_paths.iter().enumerate() {
+        rootfs::mask(path).map_err(at(i))?;
+    }
+    for (i, path) in p.readonly_paths.iter().enumerate() {
+        rootfs::readonly(path, Step::ReadonlyPath).map_err(at(i))?;
+    }
+    if p.readonly_rootfs {
+        rootfs::readonly_root().map_err(at(0))?;
+    }
+
+    // The rest of the environment.
+    if let Some(h) = &p.hostname {
+        check(libc::sethostname(h.as_ptr(), h.as_bytes().len()), Step::Hostname)?;
+    }
+    if p.namespaces & libc::CLONE_NEWNET as u64 != 0 {
+        loopback_up().map_err(|e| (Step::Loopback, e, 0))?;
+    }
+    for (i, &(resource, soft, hard)) in p.rlimits.iter().enumerate() {
+        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        if libc::setrlimit(resource as _, &lim) != 0 {
+            return Err((Step::Rlimit, sys::errno(), i as u32));
+        }
+    }
+    check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
+
+    // Confinement. Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it first.
+    if !p.no_new_privs {
+        install_seccomp(a)?;
+    }
+    drop_privileges(p)?;
+    if p.no_new_privs {
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), Step::NoNewPrivs)?;
+        install_seccomp(a)?;
+    }
+    Ok(())
+}
+
+unsafe fn install_seccomp(a: &ChildArgs) -> Result<(), Indexed> {
+    if let Some(prog) = &a.seccomp {
+        let rc = libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            prog as *const libc::sock_fprog,
+            0,
+            0,
+        );
+        check(rc, Step::Seccomp)?;
+    }
+    Ok(())
+}
+
+/// Bounding set, user and groups, then the capability sets.
+unsafe fn drop_privileges(p: &Plan) -> Result<(), Indexed> {
+    let c = &p.caps;
+    for cap in 0..=c.last_cap {
+        if c.bounding & (1u64 << cap) == 0 {
+            let rc = libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+            if rc != 0 && sys::errno() != libc::EINVAL {
+                return Err((Step::Capabilities, sys::errno(), cap));
+            }
+        }
+    }
+    // In a user namespace setgroups is denied; there we keep what we have.
+    let userns = p.namespaces & libc::CLONE_NEWUSER as u64 != 0;
+    if !userns || !p.groups.is_empty() {
+        check(libc::setgroups(p.groups.len(), p.groups.as_ptr()), Step::SetGroups)?;
+    }
+    check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), Step::Capabilities)?;
+    check(libc::setresgid(p.gid, p.gid, p.gid), Step::SetGid)?;
+    check(libc::setresuid(p.uid, p.uid, p.uid), Step::SetUid)?;
+    check(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), Step::Capabilities)?;
+    check(sys::capset(c.effective, c.permitted, c.inheritable), Step::Capabilities)?;
+    let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
+    check(libc::prctl(libc::PR_CAP_AMBIENT, clear, 0, 0, 0), Step::Capabilities)?;
+    for cap in 0..=c.last_cap {
+        if c.ambient & (1u64 << cap) != 0 {
+            let raise = libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong;
+            check(libc::prctl(libc::PR_CAP_AMBIENT, raise, cap as libc::c_ulong, 0, 0), Step::Capabilities)?;
+        }
+    }
+    Ok(())
+}
+
+/// `struct ifreq` with the flags member, for SIOC[GS]IFFLAGS.
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Bring `lo` up in the new network namespace.
+unsafe fn loopback_up() -> Result<(), c_int> {
+    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if s < 0 {
+        return Err(sys::errno());
+    }
+    let mut req = IfreqFlags { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    req.name[..2].copy_from_slice(b"lo");
+    let mut rc = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+    if rc == 0 {
+        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        rc = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+    }
+    let err = sys::errno();
+    libc::close(s);
+    if rc != 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Signals back to default, fds ≥ 3 close on exec, umask 022, then execve each candidate path.
+unsafe fn exec(a: &ChildArgs) -> ! {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    if sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC) != 0 {
+        for fd in 3..4096 {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    libc::umask(0o022);
+    if a.plan.init {
+        init::fork_and_supervise(a.sock);
+    }
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut all);
+    libc::sigprocmask(libc::SIG_SETMASK, &all, ptr::null_mut());
+
+    let mut errno = libc::ENOENT;
+    for path in &a.plan.exec_paths {
+        libc::execve(path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+        let e = sys::errno();
+        // Like execvp: keep looking past missing entries, remember anything more telling.
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            errno = e;
+        }
+    }
+    let code = if errno == libc::ENOENT { 127 } else { 126 };
+    die(a.sock, Step::Exec, errno, 0, code)
+}

@@ -1,0 +1,249 @@
+//! Launching a container's first process: one clone into all its namespaces (and, on cgroup v2,
+//! straight into its cgroup), a sync socket for the go-ahead and for errors, no re-exec.
+//!
+//! Protocol on the SOCK_SEQPACKET socketpair (both ends CLOEXEC):
+//!
+//! | when                          | parent → child | child → parent                |
+//! |-------------------------------|----------------|-------------------------------|
+//! | uid/gid maps or v1 cgroups    | `1` (go)       |                               |
+//! | any set-up step fails         |                | [`Report`] {step, errno, idx} |
+//! | execve succeeds               |                | EOF (the socket closes)       |
+
+pub mod child;
+pub mod init;
+pub mod plan;
+
+use std::fs;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use libc::c_int;
+
+use crate::error::{Error, Result, Step};
+use crate::sys;
+use plan::{pointer_array, Plan};
+
+/// A failure report from the child: the step, its errno and an index into the plan's list for
+/// that step (which mount, device, path…).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub step: u32,
+    pub errno: c_int,
+    pub index: u32,
+}
+
+/// Report a failure without an index and exit (for modules other than `child`).
+pub(crate) fn child_fail(sock: c_int, step: Step, errno: c_int) -> ! {
+    let report = Report { step: step as u32, errno, index: 0 };
+    // SAFETY: writing a plain struct to our socket, then exiting without running destructors.
+    unsafe {
+        libc::write(sock, &report as *const Report as *const libc::c_void, std::mem::size_of::<Report>());
+        libc::_exit(1)
+    }
+}
+
+/// A started container process.
+pub struct Started {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let rc = unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    };
+    if rc != 0 {
+        return Err(Error::last_os("socketpair"));
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Blocks every signal in this thread for its lifetime, so that no handler of the parent runs in
+/// the child before it resets them.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain old data, filled by sigfillset; pthread_sigmask saves the old.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restoring the mask saved in new().
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Clone the container's first process per `plan` and return once it has exec'd the command.
+///
+/// On failure the child has been reaped and the error names the step that failed.
+pub fn spawn(plan: &Plan) -> Result<Started> {
+    if plan.argv.is_empty() || plan.exec_paths.is_empty() {
+        return Err(Error::Plan("no command to run".into()));
+    }
+    let argv = pointer_array(&plan.argv);
+    let envp = pointer_array(&plan.env);
+    let seccomp = plan.seccomp.as_ref().map(|bpf| libc::sock_fprog {
+        len: (bpf.len() / 8) as u16,
+        filter: bpf.as_ptr() as *mut libc::sock_filter,
+    });
+    if let Some(bpf) = &plan.seccomp {
+        if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > u16::MAX as usize {
+            return Err(Error::Plan("seccomp program is not a whole number of instructions".into()));
+        }
+    }
+    let (parent_sock, child_sock) = socketpair()?;
+    let userns = plan.namespaces & libc::CLONE_NEWUSER as u64 != 0;
+    let into_cgroup = plan.cgroup_fd >= 0;
+    let mut pidfd: c_int = -1;
+    let mut args = child::ChildArgs {
+        plan,
+        sock: std::os::fd::AsRawFd::as_raw_fd(&child_sock),
+        wait_for_go: userns || (!into_cgroup && !plan.cgroup_procs.is_empty()),
+        unshare_cgroupns: false,
+        argv: &argv,
+        envp: &envp,
+        seccomp,
+    };
+    let cgroupns = plan.namespaces & libc::CLONE_NEWCGROUP as u64 != 0;
+    let base_flags = (plan.namespaces & !(libc::CLONE_NEWCGROUP as u64)) | sys::CLONE_PIDFD;
+    let mut used_procs = !into_cgroup;
+
+    let pid = {
+        let _blocked = SignalsBlocked::new();
+        let mut clone_args = sys::CloneArgs {
+            flags: base_flags,
+            pidfd: &mut pidfd as *mut c_int as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..Default::default()
+        };
+        if into_cgroup {
+            clone_args.flags |= sys::CLONE_INTO_CGROUP;
+            clone_args.cgroup = plan.cgroup_fd as u64;
+            if cgroupns {
+                clone_args.flags |= libc::CLONE_NEWCGROUP as u64;
+            }
+        } else {
+            args.unshare_cgroupns = cgroupns;
+        }
+        // SAFETY: the child only runs child::run, which obeys clone's rules (see its docs).
+        let mut pid = unsafe { sys::clone3(&mut clone_args) };
+        if pid == 0 {
+            unsafe { child::run(&args) }
+        }
+        if pid < 0 && sys::errno() == libc::ENOSYS {
+            // No clone3: fork-like clone, then join the cgroup by its procs file.
+            used_procs = true;
+            args.wait_for_go = true;
+            args.unshare_cgroupns = cgroupns;
+            // SAFETY: as above.
+            pid = unsafe { sys::clone_legacy(base_flags, &mut pidfd) };
+            if pid == 0 {
+                unsafe { child::run(&args) }
+            }
+        }
+        if pid < 0 {
+            return Err(Error::last_os("clone"));
+        }
+        pid as libc::pid_t
+    };
+    drop(child_sock);
+    // SAFETY: CLONE_PIDFD stored a new fd owned by us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let started = Started { pid, pidfd };
+    let sock = std::os::fd::AsRawFd::as_raw_fd(&parent_sock);
+
+    if args.wait_for_go {
+        if let Err(e) = go_ahead(plan, pid, used_procs, userns, sock) {
+            kill_and_reap(pid);
+            return Err(e);
+        }
+    }
+    let mut report = Report::default();
+    let n = loop {
+        // SAFETY: reading at most size_of::<Report>() bytes into a plain struct.
+        let n = unsafe {
+            libc::read(sock, &mut report as *mut Report as *mut libc::c_void, std::mem::size_of::<Report>())
+        };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        break n;
+    };
+    if n == 0 {
+        return Ok(started);
+    }
+    kill_and_reap(pid);
+    if n as usize != std::mem::size_of::<Report>() {
+        return Err(Error::Os { what: "reading the child's report", source: io::Error::last_os_error() });
+    }
+    let step = Step::from_u32(report.step).unwrap_or(Step::Sync);
+    Err(Error::Child { step, errno: report.errno, path: describe(plan, step, report.index) })
+}
+
+/// The path a failed step worked on, for the error message.
+fn describe(plan: &Plan, step: Step, index: u32) -> Option<String> {
+    let i = index as usize;
+    match step {
+        Step::MountTarget | Step::Mount | Step::Remount => plan.mounts.get(i).map(|m| m.target.display()),
+        Step::Mknod => plan.devices.get(i).map(|d| d.path.display()),
+        Step::Symlink => plan.symlinks.get(i).map(|(_, l)| l.display()),
+        Step::MaskPath => plan.masked_paths.get(i).map(|p| p.to_string_lossy().into_owned()),
+        Step::ReadonlyPath => plan.readonly_paths.get(i).map(|p| p.to_string_lossy().into_owned()),
+        Step::Workdir => Some(plan.cwd.display()),
+        Step::Exec => plan.argv.first().map(|a| a.to_string_lossy().into_owned()),
+        Step::BindRootfs | Step::OpenRootfs | Step::PivotRoot => {
+            Some(plan.rootfs.to_string_lossy().into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// What the parent does while the child waits: uid/gid maps, cgroup membership, then go.
+fn go_ahead(plan: &Plan, pid: libc::pid_t, use_procs: bool, userns: bool, sock: c_int) -> Result<()> {
+    if userns {
+        let write = |file: &str, data: &str, what: &'static str| {
+            fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| Error::Os { what, source })
+        };
+        if let Some(map) = &plan.gid_map {
+            write("setgroups", "deny", "writing setgroups")?;
+            write("gid_map", map, "writing gid_map")?;
+        }
+        if let Some(map) = &plan.uid_map {
+            write("uid_map", map, "writing uid_map")?;
+        }
+    }
+    if use_procs {
+        for procs in &plan.cgroup_procs {
+            fs::write(procs, pid.to_string())
+                .map_err(|source| Error::Os { what: "joining the cgroup", source })?;
+        }
+    }
+    // SAFETY: writing one byte from a local.
+    let n = unsafe { libc::write(sock, b"1".as_ptr() as *const libc::c_void, 1) };
+    if n != 1 {
+        return Err(Error::last_os("sending the go-ahead"));
+    }
+    Ok(())
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: pid is our own child; waitpid reaps it.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 && sys::errno() == libc::EINTR {}
+    }
+}

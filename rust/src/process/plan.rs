@@ -1,0 +1,164 @@
+//! The launch plan: everything the child needs, computed in the parent before clone.
+//!
+//! The child may not allocate, so every string is a `CString` here and every path inside the
+//! container is pre-split into the prefixes the child walks to create it.
+
+use std::ffi::CString;
+
+use libc::{c_char, c_ulong};
+
+use crate::error::{Error, Result};
+
+/// Whether a mount target is created as a directory or as an empty file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// A path inside the container, relative to its root, ready for the child to resolve.
+#[derive(Debug)]
+pub struct RootPath {
+    /// As given, absolute (`/etc/hosts`): for error messages and after pivot_root.
+    pub absolute: CString,
+    /// Without the leading slash (`etc/hosts`), or `.` for the root itself.
+    pub relative: CString,
+    /// Relative prefixes: `etc`, `etc/hosts`.
+    pub prefixes: Vec<CString>,
+    /// The last component of each prefix: `etc`, `hosts`.
+    pub names: Vec<CString>,
+}
+
+impl RootPath {
+    pub fn new(path: &str) -> Result<RootPath> {
+        if !path.starts_with('/') {
+            return Err(Error::Plan(format!("container path {path:?} is not absolute")));
+        }
+        let mut prefixes = Vec::new();
+        let mut names = Vec::new();
+        let mut prefix = String::new();
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            if comp == ".." {
+                return Err(Error::Plan(format!("container path {path:?} contains '..'")));
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(comp);
+            prefixes.push(cstring(&prefix)?);
+            names.push(cstring(comp)?);
+        }
+        let relative = if prefix.is_empty() { ".".to_string() } else { prefix };
+        Ok(RootPath { absolute: cstring(path)?, relative: cstring(&relative)?, prefixes, names })
+    }
+
+    pub fn display(&self) -> String {
+        self.absolute.to_string_lossy().into_owned()
+    }
+}
+
+/// One mount, applied in order before pivot_root; the target is inside the rootfs.
+#[derive(Debug)]
+pub struct MountEntry {
+    pub source: Option<CString>,
+    pub target: RootPath,
+    pub fstype: Option<CString>,
+    pub flags: c_ulong,
+    pub data: Option<CString>,
+    pub kind: Kind,
+}
+
+/// A device node created in the container's /dev.
+#[derive(Debug)]
+pub struct Device {
+    pub path: RootPath,
+    pub mode: u32,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// The capability sets to leave the process with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+    /// Highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    pub last_cap: u32,
+}
+
+/// Everything the child does, decided by the parent.
+#[derive(Debug)]
+pub struct Plan {
+    pub rootfs: CString,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// Candidate absolute paths for argv[0] (PATH lookup done in the parent).
+    pub exec_paths: Vec<CString>,
+    pub cwd: RootPath,
+    pub hostname: Option<CString>,
+    /// CLONE_NEW* flags (CLONE_NEWCGROUP is handled by the launcher).
+    pub namespaces: u64,
+    pub uid_map: Option<String>,
+    pub gid_map: Option<String>,
+    pub mounts: Vec<MountEntry>,
+    pub devices: Vec<Device>,
+    /// (link target, link path)
+    pub symlinks: Vec<(CString, RootPath)>,
+    pub masked_paths: Vec<CString>,
+    pub readonly_paths: Vec<CString>,
+    pub readonly_rootfs: bool,
+    /// (resource, soft, hard); u64::MAX is unlimited.
+    pub rlimits: Vec<(u32, u64, u64)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<libc::gid_t>,
+    pub caps: Caps,
+    pub no_new_privs: bool,
+    /// A compiled BPF program (`struct sock_filter[]`), or None for no seccomp.
+    pub seccomp: Option<Vec<u8>>,
+    /// The pty slave to make the controlling terminal and stdio, if any.
+    pub tty_fd: i32,
+    /// Fds to become 0, 1, 2 (-1: keep the parent's).
+    pub stdio: [i32; 3],
+    /// v2: the cgroup dir fd for CLONE_INTO_CGROUP (-1: none).
+    pub cgroup_fd: i32,
+    /// cgroup.procs files the parent writes the child's pid into (v1, or v2 without clone3).
+    pub cgroup_procs: Vec<String>,
+    /// Run a reaping, signal-forwarding init as PID 1.
+    pub init: bool,
+}
+
+pub fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Plan(format!("{s:?} contains a NUL byte")))
+}
+
+/// A NULL-terminated array of pointers into `strings` (which must outlive it).
+pub fn pointer_array(strings: &[CString]) -> Vec<*const c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_path_splits_prefixes() {
+        let p = RootPath::new("/etc//ssl/./certs/").unwrap();
+        let prefixes: Vec<_> = p.prefixes.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(prefixes, ["etc", "etc/ssl", "etc/ssl/certs"]);
+        let names: Vec<_> = p.names.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(names, ["etc", "ssl", "certs"]);
+        assert_eq!(p.relative.to_str().unwrap(), "etc/ssl/certs");
+        assert_eq!(RootPath::new("/").unwrap().relative.to_str().unwrap(), ".");
+    }
+
+    #[test]
+    fn root_path_rejects_escapes() {
+        assert!(RootPath::new("etc").is_err());
+        assert!(RootPath::new("/a/../../b").is_err());
+        assert!(RootPath::new("/a\0b").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The only code that touches Python: thin shims that take owned arguments, release the GIL
+//! (`py.detach`) around the blocking work, and map [`Error`] to `kobako.errors` exceptions.
+
+use std::ffi::CString;
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::error::{Error, Step};
+use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Plan, RootPath};
+use crate::{process, seccomp};
+
+pyo3::import_exception!(kobako.errors, StartError);
+pyo3::import_exception!(kobako.errors, CommandNotFound);
+pyo3::import_exception!(kobako.errors, CommandNotExecutable);
+pyo3::import_exception!(kobako.errors, InvalidArgument);
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        let message = e.to_string();
+        match e {
+            Error::Child { step, errno, path } => {
+                let args = (message, step.name(), errno, path);
+                match (step, errno) {
+                    (Step::Exec, libc::ENOENT) => CommandNotFound::new_err(args),
+                    (Step::Exec, _) => CommandNotExecutable::new_err(args),
+                    _ => StartError::new_err(args),
+                }
+            }
+            Error::Os { what, source } => {
+                let errno = source.raw_os_error().unwrap_or(0);
+                StartError::new_err((message, what, errno, None::<String>))
+            }
+            Error::Plan(_) | Error::Seccomp(_) => InvalidArgument::new_err(message),
+        }
+    }
+}
+
+/// One mount as Python hands it over: (source, destination, fstype, flags, data, is_file).
+type PyMount = (Option<String>, String, Option<String>, u64, Option<String>, bool);
+
+/// The launch plan as Python hands it over (a dict; see `kobako.runtime.launch`).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct PyPlan {
+    rootfs: String,
+    argv: Vec<String>,
+    env: Vec<String>,
+    exec_paths: Vec<String>,
+    cwd: String,
+    hostname: Option<String>,
+    namespaces: u64,
+    uid_map: Option<String>,
+    gid_map: Option<String>,
+    mounts: Vec<PyMount>,
+    devices: Vec<(String, u32, u32, u32)>,
+    symlinks: Vec<(String, String)>,
+    masked_paths: Vec<String>,
+    readonly_paths: Vec<String>,
+    readonly_rootfs: bool,
+    rlimits: Vec<(u32, u64, u64)>,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    caps: (u64, u64, u64, u64, u64, u32),
+    no_new_privs: bool,
+    seccomp: Option<Vec<u8>>,
+    tty_fd: i32,
+    stdio: (i32, i32, i32),
+    cgroup_fd: i32,
+    cgroup_procs: Vec<String>,
+    init: bool,
+}
+
+fn cstrings(v: &[String]) -> Result<Vec<CString>, Error> {
+    v.iter().map(|s| cstring(s)).collect()
+}
+
+impl TryFrom<PyPlan> for Plan {
+    type Error = Error;
+
+    fn try_from(p: PyPlan) -> Result<Plan, Error> {
+        let mounts = p
+            .mounts
+            .into_iter()
+            .map(|(source, target, fstype, flags, data, is_file)| {
+                Ok(MountEntry {
+                    source: source.as_deref().map(cstring).transpose()?,
+                    target: RootPath::new(&target)?,
+                    fstype: fstype.as_deref().map(cstring).transpose()?,
+                    flags: flags as libc::c_ulong,
+                    data: data.as_deref().map(cstring).transpose()?,
+                    kind: if is_file { Kind::File } else { Kind::Dir },
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        let devices = p
+            .devices
+            .into_iter()
+            .map(|(path, mode, major, minor)| Ok(Device { path: RootPath::new(&path)?, mode, major, minor }))
+            .collect::<Result<_, Error>>()?;
+        let symlinks = p
+            .symlinks
+            .into_iter()
+            .map(|(target, link)| Ok((cstring(&target)?, RootPath::new(&link)?)))
+            .collect::<Result<_, Error>>()?;
+        let (bounding, effective, permitted, inheritable, ambient, last_cap) = p.caps;
+        Ok(Plan {
+            rootfs: cstring(&p.rootfs)?,
+            argv: cstrings(&p.argv)?,
+            env: cstrings(&p.env)?,
+            exec_paths: cstrings(&p.exec_paths)?,
+            cwd: RootPath::new(&p.cwd)?,
+            hostname: p.hostname.as_deref().map(cstring).transpose()?,
+            namespaces: p.namespaces,
+            uid_map: p.uid_map,
+            gid_map: p.gid_map,
+            mounts,
+            devices,
+            symlinks,
+            masked_paths: cstrings(&p.masked_paths)?,
+            readonly_paths: cstrings(&p.readonly_paths)?,
+            readonly_rootfs: p.readonly_rootfs,
+            rlimits: p.rlimits,
+            uid: p.uid,
+            gid: p.gid,
+            groups: p.groups,
+            caps: Caps { bounding, effective, permitted, inheritable, ambient, last_cap },
+            no_new_privs: p.no_new_privs,
+            seccomp: p.seccomp,
+            tty_fd: p.tty_fd,
+            stdio: [p.stdio.0, p.stdio.1, p.stdio.2],
+            cgroup_fd: p.cgroup_fd,
+            cgroup_procs: p.cgroup_procs,
+            init: p.init,
+        })
+    }
+}
+
+/// Start a container's first process; returns ``(pid, pidfd)`` once it has exec'd.
+#[pyfunction]
+fn spawn(py: Python<'_>, plan: PyPlan) -> PyResult<(i32, i32)> {
+    let plan = Plan::try_from(plan)?;
+    let started = py.detach(|| process::spawn(&plan))?;
+    Ok((started.pid, std::os::fd::IntoRawFd::into_raw_fd(started.pidfd)))
+}
+
+/// One seccomp rule as Python hands it over: (names, action, errno, [(index, op, value, value_two)]).
+type PyRule = (Vec<String>, String, Option<u32>, Vec<(u32, String, u64, u64)>);
+
+/// Compile a seccomp profile (already evaluated for this host) to a BPF program.
+#[pyfunction]
+fn compile_seccomp<'py>(
+    py: Python<'py>,
+    default_action: String,
+    default_errno: Option<u32>,
+    arches: Vec<String>,
+    rules: Vec<PyRule>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let profile = seccomp::Profile {
+        default_action,
+        default_errno,
+        arches,
+        rules: rules
+            .into_iter()
+            .map(|(names, action, errno, args)| seccomp::Rule {
+                names,
+                action,
+                errno,
+                args: args
+                    .into_iter()
+                    .map(|(index, op, value, value_two)| seccomp::ArgCond { index, op, value, value_two })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let bpf = py.detach(|| seccomp::compile(&profile))?;
+    Ok(PyBytes::new(py, &bpf))
+}
+
+/// Read a file inside ``root`` (symlinks resolved as if ``root`` were ``/``), at most ``limit``
+/// bytes; ``None`` if it does not exist.
+#[pyfunction]
+fn read_in_root<'py>(
+    py: Python<'py>,
+    root: String,
+    path: String,
+    limit: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let data = py.detach(|| crate::rootfs::read_in_root(&root, &path, limit));
+    match data {
+        Ok(Some(bytes)) => Ok(Some(PyBytes::new(py, &bytes))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("{path}: {e}")))),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
+    m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
+    Ok(())
+}
