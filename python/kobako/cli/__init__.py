@@ -1,0 +1,1 @@
+"""kobako's command line: ``docker``'s verbs and flags, one thin module per verb."""

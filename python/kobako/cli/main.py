@@ -1,0 +1,84 @@
+"""The ``kobako`` command: dispatch to a verb, turn every error into one line and an exit code.
+
+Exit codes follow docker's: the container's own status when it ran, 125 when kobako itself
+failed (bad flag, bad value, set-up error), 126 when the command cannot be executed, 127 when
+it does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+#: verb -> module under kobako.cli (imported only when used, to keep start-up lean)
+VERBS = {"run": "run"}
+
+USAGE = """\
+Usage:  kobako COMMAND [OPTIONS]
+
+Docker's job on one host, without a daemon.
+
+Commands:
+  run         Run a command in a new container
+
+Run 'kobako COMMAND --help' for more information on a command.
+"""
+
+
+class UsageError(Exception):
+    """A bad flag or argument: printed as one line, exit status 125 (as docker does)."""
+
+
+def fail(message: str) -> NoReturn:
+    """Raise a :class:`UsageError` with ``message``."""
+    raise UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the kobako command line; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(args)
+    except UsageError as e:
+        print(f"kobako: {e}\nSee 'kobako --help'.", file=sys.stderr)
+        return 125
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as e:
+        from kobako.errors import KobakoError
+
+        if os.environ.get("KOBAKO_DEBUG"):
+            raise
+        if isinstance(e, KobakoError):
+            print(f"kobako: {e}", file=sys.stderr)
+            return e.exit_code
+        print(f"kobako: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 125
+
+
+def _dispatch(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 1
+    if args[0] in ("-v", "--version", "version"):
+        from kobako import __version__
+
+        print(f"kobako version {__version__}")
+        return 0
+    verb = args[0]
+    if verb.startswith("-"):
+        fail(f"unknown flag: {verb}")
+    if verb not in VERBS:
+        fail(f"'{verb}' is not a kobako command")
+    import importlib
+
+    module = importlib.import_module(f"kobako.cli.{VERBS[verb]}")
+    status: int = module.main(args[1:])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

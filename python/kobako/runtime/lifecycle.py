@@ -1,0 +1,228 @@
+"""Run a container to completion: cgroup, clone, wait, report, clean up.
+
+:func:`run` is the runtime layer's one call: it creates the container's cgroup, has the
+native core clone the process into its namespaces, forwards SIGINT/SIGTERM/SIGHUP to it,
+waits, and removes everything it made (cgroup, per-container files), whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from kobako import _native
+from kobako.errors import CgroupError, InvalidArgument
+from kobako.runtime import launch
+from kobako.runtime.cgroups import Cgroup, CgroupStats
+from kobako.runtime.spec import IdMap, Spec
+
+if TYPE_CHECKING:
+    from kobako.runtime.tty import Pty
+
+__all__ = ["Exit", "run"]
+
+#: Where per-container runtime files live (hostname, hosts, resolv.conf).
+RUN_DIR = os.environ.get("KOBAKO_RUN_DIR", "/run/kobako")
+#: Where compiled seccomp programs are cached between CLI runs.
+CACHE_DIR = os.path.join(RUN_DIR, "cache")
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """How a container ended.
+
+    Attributes:
+        status: The exit status as docker reports it: the code, or 128+N for signal N.
+        oom_killed: The kernel's OOM killer killed a process of the container.
+        stats: Resource usage read from its cgroup just before it was removed.
+        id: The container id.
+    """
+
+    status: int
+    oom_killed: bool
+    stats: CgroupStats
+    id: str
+
+
+def _host_id(idmap: tuple[IdMap, ...]) -> int:
+    """The host id that container id 0 maps to (-1: leave unchanged)."""
+    for m in idmap:
+        if m.container_id == 0:
+            return m.host_id
+    return -1
+
+
+def _decode(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+class _SignalForwarder:
+    """Pass SIGINT, SIGTERM and SIGHUP on to the container while it runs.
+
+    Installed before the container starts, so that a signal arriving while it starts is not
+    lost (nor kills us, leaving it behind): it is held until the pid is known.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.pending: list[int] = []
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalForwarder:
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {sig: signal.signal(sig, self._handle) for sig in _FORWARDED}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.pid is None:
+            self.pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def started(self, pid: int) -> None:
+        """The container's pid is known: deliver what was held."""
+        self.pid = pid
+        for signum in self.pending:
+            self._handle(signum, None)
+        self.pending.clear()
+
+
+def _seccomp(spec: Spec, caps: frozenset[str]) -> bytes | None:
+    sec = spec.security
+    if sec.privileged or sec.seccomp == "unconfined":
+        return None
+    from kobako.runtime import seccomp
+
+    return seccomp.compile_profile(sec.seccomp, caps, cache_dir=CACHE_DIR)
+
+
+def run(
+    spec: Spec,
+    *,
+    stdin: int = -1,
+    stdout: int = -1,
+    stderr: int = -1,
+    interactive: bool = False,
+) -> Exit:
+    """Run ``spec`` in a new container and wait for it to exit.
+
+    Args:
+        spec: What to run.
+        stdin: Host fd for the container's stdin (-1: ours). Ignored with a terminal.
+        stdout: Host fd for its stdout (-1: ours).
+        stderr: Host fd for its stderr (-1: ours).
+        interactive: With ``spec.process.terminal``, forward our stdin to the terminal.
+
+    Returns:
+        The exit status, whether it was OOM-killed, and its resource usage.
+
+    Raises:
+        NotFound: The rootfs, a user or a group does not exist.
+        InvalidArgument: The spec is inconsistent.
+        CgroupError: The cgroup could not be made.
+        StartError: A set-up step failed in the container (``CommandNotFound`` and
+            ``CommandNotExecutable`` when the command could not be executed).
+
+    Example:
+        >>> from kobako.runtime import Process, Spec, run
+        >>> run(Spec(root="/srv/busybox", process=Process(args=("true",)))).status
+        0
+    """
+    cid = spec.id or os.urandom(32).hex()
+    if len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
+        raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
+    hostname = spec.hostname or cid[:12]
+    runtime_dir = os.path.join(RUN_DIR, "containers", cid)
+    os.makedirs(runtime_dir, mode=0o700)
+    made = _Made(runtime_dir)
+    try:
+        result = _run(spec, cid, hostname, made, stdin, stdout, stderr, interactive)
+    except BaseException:
+        made.remove(quiet=True)  # a failure to clean up must not hide the cause
+        raise
+    made.remove(quiet=False)
+    return result
+
+
+class _Made:
+    """What :func:`run` made for a container, removed whatever happens."""
+
+    def __init__(self, runtime_dir: str) -> None:
+        self.runtime_dir = runtime_dir
+        self.cgroup: Cgroup | None = None
+        self.pty: Pty | None = None
+        self.pidfd = -1
+
+    def remove(self, *, quiet: bool) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.pty:
+            self.pty.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self.cgroup:
+            try:
+                self.cgroup.destroy()
+            except CgroupError:
+                if not quiet:
+                    raise
+
+
+def _run(
+    spec: Spec,
+    cid: str,
+    hostname: str,
+    made: _Made,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    interactive: bool,
+) -> Exit:
+    launch.write_etc_files(made.runtime_dir, hostname, spec.namespaces.network)
+    ns = spec.namespaces
+    if ns.uid_map or ns.gid_map:
+        # the container's root must reach its /etc files through this 0700 directory
+        os.chown(made.runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
+    cgroup = made.cgroup = Cgroup.create(cid, spec.resources, privileged=spec.security.privileged)
+    if spec.process.terminal:
+        from kobako.runtime.tty import open_pty
+
+        made.pty = open_pty()
+    pty = made.pty
+    plan = launch.build_plan(
+        spec,
+        runtime_dir=made.runtime_dir,
+        hostname=hostname,
+        stdio=(stdin, stdout, stderr),
+        tty_fd=pty.slave if pty else -1,
+        tty_path=pty.slave_path if pty else None,
+        cgroup_fd=cgroup.clone_fd,
+        cgroup_procs=cgroup.procs_files,
+        cgroup_mounts=cgroup.container_mounts(),
+        seccomp=_seccomp(spec, launch.capability_names(spec)),
+    )
+    with _SignalForwarder() as forwarder:
+        pid, made.pidfd = _native.spawn(plan)
+        forwarder.started(pid)
+        if pty:
+            pty.close_slave()
+            pty.proxy(stdin=interactive)
+        _, status = os.waitpid(pid, 0)
+    return Exit(
+        status=_decode(status), oom_killed=cgroup.oom_killed(), stats=cgroup.stats(), id=cid
+    )
