@@ -19,3 +19,6 @@ def compile_seccomp(
 
 def read_in_root(root: str, path: str, limit: int) -> bytes | None:
     """Read at most ``limit`` bytes of ``path`` resolved inside ``root``; None if missing."""
+
+def attach_device_filter(cgroup_fd: int, rules: list[tuple[str, int, int, str]]) -> None:
+    """Attach a v2 device allowlist ``(type, major, minor, access)`` to a cgroup directory fd."""

@@ -1,6 +1,7 @@
 //! kobako's native core: the system calls of the container runtime, exposed to Python as
 //! `kobako._native`. Module wiring only; see each module for its job.
 
+pub mod cgroup;
 pub mod error;
 pub mod process;
 pub mod rootfs;

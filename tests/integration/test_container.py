@@ -118,9 +118,21 @@ def test_proc_masked_and_readonly(busybox: Path) -> None:
         assert sh(busybox, "wc -c < /proc/kcore").stdout.strip() == "0"
 
 
+def test_device_allowlist(busybox: Path) -> None:
+    # CAP_MKNOD lets a container make any node; the cgroup's allowlist (v1 devices controller,
+    # v2 BPF program) must still refuse to open a disk or /dev/mem through it.
+    script = (
+        "mknod /tmp/disk b 8 0 && echo made; head -c1 /tmp/disk; echo rc=$?; "
+        "mknod /tmp/mem c 1 1; head -c1 /tmp/mem; echo rc=$?; head -c1 /dev/zero | wc -c"
+    )
+    out = sh(busybox, script)
+    assert out.stdout.split() == ["made", "rc=1", "rc=1", "1"], out
+    assert out.stderr.count("Operation not permitted") == 2
+
+
 def test_sys_read_only(busybox: Path) -> None:
-    out = sh(busybox, "touch /sys/x; echo rc=$?")
-    assert out.stdout.strip() == "rc=1"
+    out = sh(busybox, "touch /sys/x; echo rc=$?; touch /sys/fs/cgroup/x; echo rc=$?")
+    assert out.stdout.split() == ["rc=1", "rc=1"]
 
 
 def test_privileged(busybox: Path) -> None:

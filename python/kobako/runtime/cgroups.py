@@ -17,9 +17,9 @@ Limits have docker's semantics: ``memory_swap`` is memory plus swap (twice ``mem
 unset, -1 for unlimited) and is dropped silently where the kernel has no swap accounting;
 ``nano_cpus`` is a CFS quota over a 100 ms period; ``cpu_shares`` becomes ``cpu.weight`` on v2
 by the conversion runc (1.3.2+) and crun (1.23+) use, which maps the default 1024 to 100.
-On v1 the container also gets Docker's default device allowlist (moby's ``oci/defaults.go``
-plus runc's defaults). On v2 Docker confines devices with a BPF program attached to the
-cgroup; that is **not** done here.
+Unless privileged, the container also gets Docker's default device allowlist (moby's
+``oci/defaults.go`` plus runc's defaults): through the devices controller on v1, and on v2 as
+a BPF device program that the native core attaches to the cgroup, as runc and crun do.
 
 Everything is plain file I/O on cgroupfs; the mount table is read once per process.
 """
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kobako.errors import CgroupError, InvalidArgument
+from kobako.errors import CgroupError, InvalidArgument, KobakoError
 from kobako.runtime.spec import Mount, Resources
 
 __all__ = ["Cgroup", "CgroupStats", "cgroup_version", "cleanup_stale"]
@@ -78,20 +78,35 @@ _V1_CONTROLLERS = frozenset(
 _V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
 
 # Docker's device cgroup rules for a container that is not privileged, in order.
+#: Docker's default device allowlist (moby's oci/defaults.go plus runc's): (type, major,
+#: minor, access), -1 for any number. Applied through the devices controller on v1 and as a
+#: BPF_PROG_TYPE_CGROUP_DEVICE program on v2.
+DEVICE_ALLOWLIST: tuple[tuple[str, int, int, str], ...] = (
+    ("c", 1, 5, "rwm"),  # zero
+    ("c", 1, 3, "rwm"),  # null
+    ("c", 1, 9, "rwm"),  # urandom
+    ("c", 1, 8, "rwm"),  # random
+    ("c", 5, 0, "rwm"),  # tty
+    ("c", 5, 1, "rwm"),  # console
+    ("c", -1, -1, "m"),  # mknod of any device (opening it stays denied)
+    ("b", -1, -1, "m"),
+    ("c", 1, 7, "rwm"),  # full
+    ("c", 136, -1, "rwm"),  # pts
+    ("c", 5, 2, "rwm"),  # ptmx
+    ("c", 10, 200, "rwm"),  # tun
+)
+
+
+def _v1_rule(kind: str, major: int, minor: int, access: str) -> str:
+    def num(n: int) -> str:
+        return "*" if n < 0 else str(n)
+
+    return f"{kind} {num(major)}:{num(minor)} {access}"
+
+
 _V1_DEVICE_RULES = (
     ("devices.deny", "a"),
-    ("devices.allow", "c 1:5 rwm"),  # zero
-    ("devices.allow", "c 1:3 rwm"),  # null
-    ("devices.allow", "c 1:9 rwm"),  # urandom
-    ("devices.allow", "c 1:8 rwm"),  # random
-    ("devices.allow", "c 5:0 rwm"),  # tty
-    ("devices.allow", "c 5:1 rwm"),  # console
-    ("devices.allow", "c *:* m"),  # mknod of any device (opening it stays denied)
-    ("devices.allow", "b *:* m"),
-    ("devices.allow", "c 1:7 rwm"),  # full
-    ("devices.allow", "c 136:* rwm"),  # pts
-    ("devices.allow", "c 5:2 rwm"),  # ptmx
-    ("devices.allow", "c 10:200 rwm"),  # tun
+    *(("devices.allow", _v1_rule(*rule)) for rule in DEVICE_ALLOWLIST),
 )
 
 # v1 reports "no limit" as the largest page-aligned signed 64-bit number; anything this large
@@ -101,6 +116,16 @@ _V1_UNLIMITED = 1 << 62
 _CGROUP_MOUNT_OPTIONS = ("ro", "nosuid", "nodev", "noexec")
 
 _SIGKILL = 9  # the same on every Linux architecture; spares importing signal
+
+
+def _attach_device_filter(fd: int, path: str) -> None:
+    from kobako import _native
+
+    try:
+        _native.attach_device_filter(fd, list(DEVICE_ALLOWLIST))
+    except KobakoError as e:
+        os.close(fd)
+        raise CgroupError(f"cgroup {path}: {e}") from e
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -580,7 +605,7 @@ class Cgroup:
         _check(resources)
         version, hierarchies = _layout()
         if version == 2:
-            return cls._create_v2(container_id, resources, hierarchies[0])
+            return cls._create_v2(container_id, resources, hierarchies[0], privileged)
         return cls._create_v1(container_id, resources, hierarchies, privileged)
 
     @classmethod
@@ -607,7 +632,9 @@ class Cgroup:
         return cls(container_id, 1, dirs, tuple(made), None)
 
     @classmethod
-    def _create_v2(cls, container_id: str, resources: Resources, h: _Hierarchy) -> Cgroup:
+    def _create_v2(
+        cls, container_id: str, resources: Resources, h: _Hierarchy, privileged: bool
+    ) -> Cgroup:
         plan = _plan_v2(resources)
         path = _make(h, container_id, _prepare_v2)
         dirs = dict.fromkeys(_V2_CONTROLLERS, path)
@@ -617,6 +644,8 @@ class Cgroup:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as e:
                 raise CgroupError(f"cannot open cgroup {path}: {e.strerror}") from e
+            if not privileged:
+                _attach_device_filter(fd, path)
         except BaseException:
             _rmdir(path)
             raise

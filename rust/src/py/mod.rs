@@ -9,7 +9,7 @@ use pyo3::types::PyBytes;
 
 use crate::error::{Error, Step};
 use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Plan, RootPath};
-use crate::{process, seccomp};
+use crate::{cgroup, process, seccomp};
 
 pyo3::import_exception!(kobako.errors, StartError);
 pyo3::import_exception!(kobako.errors, CommandNotFound);
@@ -196,7 +196,41 @@ fn read_in_root<'py>(
     }
 }
 
+/// Attach a cgroup v2 device allowlist to the cgroup directory ``cgroup_fd``.
+///
+/// ``rules`` are ``(type, major, minor, access)``: type ``"a"``, ``"b"`` or ``"c"``; -1 for any
+/// major/minor; access a string of ``r``, ``w``, ``m``.
+#[pyfunction]
+fn attach_device_filter(
+    py: Python<'_>,
+    cgroup_fd: i32,
+    rules: Vec<(String, i64, i64, String)>,
+) -> PyResult<()> {
+    let rules = rules
+        .into_iter()
+        .map(|(kind, major, minor, access)| {
+            let kind = match kind.as_str() {
+                "a" | "b" | "c" => kind.as_bytes()[0],
+                _ => return Err(Error::Plan(format!("device type {kind:?} is not a, b or c"))),
+            };
+            let mut bits = 0;
+            for c in access.chars() {
+                bits |= match c {
+                    'm' => 1,
+                    'r' => 2,
+                    'w' => 4,
+                    _ => return Err(Error::Plan(format!("device access {access:?} is not of r, w, m"))),
+                };
+            }
+            Ok(cgroup::DeviceRule { kind, major, minor, access: bits })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    py.detach(|| cgroup::attach(cgroup_fd, &rules))?;
+    Ok(())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(attach_device_filter, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
     m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
