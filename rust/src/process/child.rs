@@ -80,6 +80,12 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
             libc::_exit(1);
         }
     }
+    if p.namespaces & libc::CLONE_NEWUSER as u64 != 0 {
+        // Our credentials are still the host's, unmapped in the new namespace: become its root
+        // so that files we create (mountpoints, nodes) get a mapped owner.
+        check(libc::setresgid(0, 0, 0), Step::SetGid)?;
+        check(libc::setresuid(0, 0, 0), Step::SetUid)?;
+    }
     if a.unshare_cgroupns {
         check(libc::unshare(libc::CLONE_NEWCGROUP), Step::Cgroupns)?;
     }
@@ -182,10 +188,11 @@ unsafe fn drop_privileges(p: &Plan) -> Result<(), Indexed> {
             }
         }
     }
-    // In a user namespace setgroups is denied; there we keep what we have.
+    // In a user namespace whose setgroups is denied (an unprivileged parent), keep what we have.
+    let rc = libc::setgroups(p.groups.len(), p.groups.as_ptr());
     let userns = p.namespaces & libc::CLONE_NEWUSER as u64 != 0;
-    if !userns || !p.groups.is_empty() {
-        check(libc::setgroups(p.groups.len(), p.groups.as_ptr()), Step::SetGroups)?;
+    if rc != 0 && !(userns && sys::errno() == libc::EPERM) {
+        return Err((Step::SetGroups, sys::errno(), 0));
     }
     check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), Step::Capabilities)?;
     check(libc::setresgid(p.gid, p.gid, p.gid), Step::SetGid)?;

@@ -218,7 +218,12 @@ fn go_ahead(plan: &Plan, pid: libc::pid_t, use_procs: bool, userns: bool, sock: 
             fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| Error::Os { what, source })
         };
         if let Some(map) = &plan.gid_map {
-            write("setgroups", "deny", "writing setgroups")?;
+            // Only an unprivileged writer must deny setgroups; as root we keep it, so the
+            // container's supplementary groups can be set.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                write("setgroups", "deny", "writing setgroups")?;
+            }
             write("gid_map", map, "writing gid_map")?;
         }
         if let Some(map) = &plan.uid_map {
