@@ -13,6 +13,7 @@ from random import Random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from kobako.errors import InvalidArgument, NotFound
 from kobako.runtime.parse import (
     CAPABILITIES,
