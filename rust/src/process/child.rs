@@ -18,6 +18,9 @@ use crate::sys;
 pub struct ChildArgs<'a> {
     pub plan: &'a Plan,
     pub sock: c_int,
+    /// The parent's end of the socket pair: closed first, so that the parent's death reads as
+    /// EOF here rather than leaving us waiting for a go-ahead forever.
+    pub parent_sock: c_int,
     /// Wait for the parent's go-ahead (cgroup attach, uid/gid maps) before anything else.
     pub wait_for_go: bool,
     /// unshare(CLONE_NEWCGROUP) after the go-ahead (the cgroup was not set at clone).
@@ -65,6 +68,7 @@ fn check(rc: c_int, step: Step) -> Result<(), Indexed> {
 
 unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     let p = a.plan;
+    libc::close(a.parent_sock);
     libc::umask(0);
     if a.wait_for_go {
         let mut go = 0u8;

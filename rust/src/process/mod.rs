@@ -111,6 +111,7 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
     let mut args = child::ChildArgs {
         plan,
         sock: std::os::fd::AsRawFd::as_raw_fd(&child_sock),
+        parent_sock: std::os::fd::AsRawFd::as_raw_fd(&parent_sock),
         wait_for_go: userns || (!into_cgroup && !plan.cgroup_procs.is_empty()),
         unshare_cgroupns: false,
         argv: &argv,
