@@ -252,43 +252,36 @@ pub fn mask(path: &CStr) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Make a path read-only by bind-mounting it onto itself and remounting; missing is skipped.
-pub fn readonly(path: &CStr, step: Step) -> Result<(), Failure> {
-    let path = path.as_ptr();
+/// Remount the mount at `path` read-only, keeping the flags the kernel locks on it.
+fn remount_readonly(path: &CStr, step: Step) -> Result<(), Failure> {
     // SAFETY: path is NUL-terminated; null pointers are allowed for the unused arguments.
     unsafe {
-        if libc::mount(path, path, ptr::null(), libc::MS_BIND | libc::MS_REC, ptr::null()) != 0 {
-            return if sys::errno() == libc::ENOENT { Ok(()) } else { fail(step) };
-        }
-        let fd = libc::open(path, libc::O_PATH | libc::O_CLOEXEC);
+        let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
         let keep = if fd >= 0 { locked_flags(fd) } else { 0 };
         if fd >= 0 {
             libc::close(fd);
         }
         let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep;
-        if libc::mount(ptr::null(), path, ptr::null(), flags, ptr::null()) != 0 {
+        if libc::mount(ptr::null(), path.as_ptr(), ptr::null(), flags, ptr::null()) != 0 {
             return fail(step);
         }
     }
     Ok(())
 }
 
+/// Make a path read-only by bind-mounting it onto itself and remounting; missing is skipped.
+pub fn readonly(path: &CStr, step: Step) -> Result<(), Failure> {
+    let p = path.as_ptr();
+    // SAFETY: path is NUL-terminated; null pointers are allowed for the unused arguments.
+    if unsafe { libc::mount(p, p, ptr::null(), libc::MS_BIND | libc::MS_REC, ptr::null()) } != 0 {
+        return if sys::errno() == libc::ENOENT { Ok(()) } else { fail(step) };
+    }
+    remount_readonly(path, step)
+}
+
 /// Remount the (already pivoted) root read-only.
 pub fn readonly_root() -> Result<(), Failure> {
-    let root = c"/".as_ptr();
-    // SAFETY: NUL-terminated path, null optional arguments.
-    unsafe {
-        let fd = libc::open(root, libc::O_PATH | libc::O_CLOEXEC);
-        let keep = if fd >= 0 { locked_flags(fd) } else { 0 };
-        if fd >= 0 {
-            libc::close(fd);
-        }
-        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep;
-        if libc::mount(ptr::null(), root, ptr::null(), flags, ptr::null()) != 0 {
-            return fail(Step::ReadonlyRootfs);
-        }
-    }
-    Ok(())
+    remount_readonly(c"/", Step::ReadonlyRootfs)
 }
 
 /// Read at most `limit` bytes of `path`, resolved inside `root`; `None` if it does not exist.
