@@ -2,6 +2,8 @@
 
 from typing import Any
 
+__all__ = ["attach_device_filter", "compile_seccomp", "read_in_root", "spawn"]
+
 def spawn(plan: dict[str, Any]) -> tuple[int, int]:
     """Clone the container's first process per ``plan``; return ``(pid, pidfd)`` after execve.
 
