@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 import signal
 from fractions import Fraction
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kobako.errors import InvalidArgument, NotFound
+from kobako.runtime import parse
 from kobako.runtime.parse import (
     CAPABILITIES,
     DOCKER_DEFAULT_CAPS,
@@ -188,6 +190,40 @@ def test_memory_swap() -> None:
 )
 def test_cpus(value: str | float, expected: int) -> None:
     assert parse_cpus(value) == expected
+
+
+# Number syntax is parsed by hand (importing re costs the CLI milliseconds); it must accept
+# exactly what these regular expressions do.
+GO_DECIMAL = re.compile(r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9_]+)?")
+GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+)[pP][+-]?[0-9_]+")
+CPUS_DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?")
+CPUS_FRACTION = re.compile(r"([+-]?[0-9]+)/([0-9]+)")
+number_text = st.text(
+    st.sampled_from("0123456789_.eEpPxXaF+-/ \u0663"), max_size=12
+) | st.sampled_from(
+    ["0x1p-2", "0X.8P+1", "0x_1p1", "1e_5", "+.5e-3", "-0x1.fp3", "1.e5", ".e5", "+-1", "1/2/3"]
+)
+
+
+@given(number_text)
+def test_go_float_syntax_is_the_regular_expressions(text: str) -> None:
+    expected = float if GO_DECIMAL.fullmatch(text) else None
+    if expected is None and GO_HEX.fullmatch(text):
+        expected = float.fromhex
+    assert parse._go_float_parser(text) == expected
+
+
+@given(number_text)
+def test_cpus_syntax_is_the_regular_expressions(text: str) -> None:
+    decimal = CPUS_DECIMAL.fullmatch(text)
+    expected = None
+    if decimal and (decimal[2] or decimal[3]):
+        expected = (decimal[1], decimal[2], decimal[3] or "", decimal[4])
+    sign, unsigned = parse._unsigned(text)
+    parts = parse._float_parts(unsigned, "0123456789", "e", "0123456789")
+    assert (None if parts is None else (sign, *parts)) == expected
+    fraction = CPUS_FRACTION.fullmatch(text)
+    assert parse._fraction(text) == (fraction and (int(fraction[1]), int(fraction[2])))
 
 
 @pytest.mark.parametrize(

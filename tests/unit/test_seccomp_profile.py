@@ -351,17 +351,22 @@ def test_min_kernel_versions(kernel: int, major: int) -> None:
 
 
 def test_cache_round_trip_and_corruption(tmp_path: Path) -> None:
-    path = str(tmp_path / "cache" / "seccomp-x.bpf")
+    key = seccomp._cache_key(b"{}", DEFAULT_CAPS, "amd64", "6.8.0")
+    path = seccomp._cache_file(str(tmp_path / "cache"), key)
     program = bytes(range(16))
-    seccomp._write_cached(path, program)
-    assert seccomp._read_cached(path) == program
+    seccomp._write_cached(path, key, program)
+    assert seccomp._read_cached(path, key) == program
     assert [p for p in os.listdir(tmp_path / "cache") if p.startswith(".")] == []
 
+    # A file written for another key (sharing the name) is a miss, not a wrong program.
+    other = seccomp._cache_key(b"{ }", DEFAULT_CAPS, "amd64", "6.8.0")
+    assert seccomp._read_cached(path, other) is None
+
     blob = Path(path).read_bytes()
-    for corrupt in (blob[:-8], blob[:-1] + b"\xff", b"", b"junk" + blob):
+    for corrupt in (blob[:-8], blob[:-1] + b"\xff", b"", b"junk" + blob, blob[:-16]):
         Path(path).write_bytes(corrupt)
-        assert seccomp._read_cached(path) is None
-    assert seccomp._read_cached(str(tmp_path / "absent.bpf")) is None
+        assert seccomp._read_cached(path, key) is None
+    assert seccomp._read_cached(str(tmp_path / "absent.bpf"), key) is None
 
 
 def test_cache_key_covers_every_input() -> None:
@@ -386,13 +391,20 @@ def test_compile_default_profile_and_cache_it(tmp_path: Path) -> None:
     bpf = seccomp.compile_profile(None, DEFAULT_CAPS, cache_dir=str(tmp_path))
     assert bpf and len(bpf) % 8 == 0
     (cached,) = tmp_path.iterdir()
-    assert seccomp._read_cached(str(cached)) == bpf
+    data = seccomp.load(None)[0]
+    key = seccomp._cache_key(data, DEFAULT_CAPS, seccomp.native_arch()[0], os.uname().release)
+    assert seccomp._read_cached(str(cached), key) == bpf
 
     # A corrupt cache file is ignored and rewritten.
     seccomp._memory.clear()
     cached.write_bytes(b"garbage")
     assert seccomp.compile_profile(None, DEFAULT_CAPS, cache_dir=str(tmp_path)) == bpf
-    assert seccomp._read_cached(str(cached)) == bpf
+    assert seccomp._read_cached(str(cached), key) == bpf
+
+    # A cached program is taken as it is, without compiling the profile again.
+    seccomp._memory.clear()
+    seccomp._write_cached(str(cached), key, bytes(8))
+    assert seccomp.compile_profile(None, DEFAULT_CAPS, cache_dir=str(tmp_path)) == bytes(8)
 
     admin = seccomp.compile_profile(None, DEFAULT_CAPS | {"CAP_SYS_ADMIN"}, cache_dir=None)
     assert admin and admin != bpf

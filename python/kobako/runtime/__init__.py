@@ -7,11 +7,12 @@ The submodules (parsers, seccomp, cgroups) import without the native core; ``run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kobako.runtime.spec import IdMap, Mount, Namespaces, Process, Resources, Rlimit, Security, Spec
 
+TYPE_CHECKING = False  # not typing's: the CLI imports this package and typing is slow to import
 if TYPE_CHECKING:
+    from typing import Any
+
     from kobako.runtime.lifecycle import Exit, run
 
 __all__ = [

@@ -26,17 +26,21 @@ Everything is plain file I/O on cgroupfs; the mount table is read once per proce
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
+from kobako._record import Record
 from kobako.errors import CgroupError, InvalidArgument, KobakoError
 from kobako.runtime.spec import Mount, Resources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
 
 __all__ = ["Cgroup", "CgroupStats", "cgroup_version", "cleanup_stale"]
 
@@ -128,8 +132,7 @@ def _attach_device_filter(fd: int, path: str) -> None:
         raise CgroupError(f"cgroup {path}: {e}") from e
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CgroupStats:
+class CgroupStats(Record):
     """Resource usage of a container's cgroup.
 
     Attributes:
@@ -218,7 +221,19 @@ def _parse_mountinfo(text: str) -> tuple[int, tuple[_Hierarchy, ...]]:
     raise CgroupError("no cgroup hierarchy is mounted (none in /proc/self/mountinfo)")
 
 
-@functools.cache
+def _once(compute: Callable[[], _T]) -> Callable[[], _T]:
+    """``functools.cache`` for a function of no arguments (the CLI spares importing functools)."""
+    results: list[_T] = []
+
+    def cached() -> _T:
+        if not results:
+            results.append(compute())
+        return results[0]
+
+    return cached
+
+
+@_once
 def _layout() -> tuple[int, tuple[_Hierarchy, ...]]:
     try:
         text = _read("/proc/self/mountinfo")
@@ -691,8 +706,10 @@ class Cgroup:
             if not new:
                 return
             for pid in new:
-                with contextlib.suppress(ProcessLookupError):
+                try:  # noqa: SIM105 (contextlib is slow to import)
                     os.kill(pid, _SIGKILL)
+                except ProcessLookupError:
+                    pass
             signalled |= new
 
     def destroy(self) -> None:
@@ -803,7 +820,7 @@ class Cgroup:
         return _container_mounts()
 
 
-@functools.cache
+@_once
 def _container_mounts() -> tuple[Mount, ...]:
     version, hierarchies = _layout()
     if version == 2:

@@ -8,12 +8,15 @@ the command. The native core (``kobako._native.spawn``) only carries the plan ou
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from kobako import _native
 from kobako.errors import InvalidArgument, NotFound
 from kobako.runtime import defaults, parse
 from kobako.runtime.spec import DEFAULT_PATH, Mount, Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # clone(2) namespace flags.
 CLONE_NEWNS = 0x00020000

@@ -7,23 +7,26 @@ waits, and removes everything it made (cgroup, per-container files), whatever ha
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import threading
-from dataclasses import dataclass
-from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 from kobako import _native
+from kobako._record import Record
 from kobako.errors import CgroupError, InvalidArgument
 from kobako.runtime import launch
 from kobako.runtime.cgroups import Cgroup, CgroupStats
 from kobako.runtime.spec import IdMap, Spec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal
+    from types import FrameType
+    from typing import Any
+
     from kobako.runtime.tty import Pty
+else:
+    # The signal module is _signal (always loaded: the interpreter installs its handlers at
+    # start-up) wrapped in enums; importing enum would be a third of the CLI's start-up time.
+    import _signal
 
 __all__ = ["Exit", "run"]
 
@@ -32,11 +35,10 @@ RUN_DIR = os.environ.get("KOBAKO_RUN_DIR", "/run/kobako")
 #: Where compiled seccomp programs are cached between CLI runs.
 CACHE_DIR = os.path.join(RUN_DIR, "cache")
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
 
-@dataclass(frozen=True, slots=True)
-class Exit:
+class Exit(Record):
     """How a container ended.
 
     Attributes:
@@ -79,20 +81,25 @@ class _SignalForwarder:
         self.saved: dict[int, Any] = {}
 
     def __enter__(self) -> _SignalForwarder:
-        if threading.current_thread() is threading.main_thread():
-            self.saved = {sig: signal.signal(sig, self._handle) for sig in _FORWARDED}
+        try:
+            for sig in _FORWARDED:
+                self.saved[sig] = _signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread, which alone receives signals
+            pass
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.pid is None:
             self.pending.append(signum)
             return
-        with contextlib.suppress(ProcessLookupError):
+        try:  # noqa: SIM105 (contextlib is slow to import)
             os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
 
     def started(self, pid: int) -> None:
         """The container's pid is known: deliver what was held."""
@@ -174,13 +181,23 @@ class _Made:
             self.pidfd = -1
         if self.pty:
             self.pty.close()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        _remove_flat_dir(self.runtime_dir)
         if self.cgroup:
             try:
                 self.cgroup.destroy()
             except CgroupError:
                 if not quiet:
                     raise
+
+
+def _remove_flat_dir(path: str) -> None:
+    """Remove a directory of plain files (what :func:`launch.write_etc_files` made), quietly."""
+    try:
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _run(

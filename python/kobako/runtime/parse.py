@@ -21,12 +21,14 @@ The module imports only the standard library and nothing slow: the CLI imports i
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from kobako._record import Record
 from kobako.errors import InvalidArgument, NotFound
 from kobako.runtime.spec import Mount, Rlimit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "CAPABILITIES",
@@ -68,9 +70,39 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-# Go's float literal syntax (strconv.ParseFloat); underscores are checked separately.
-_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9_]+)?")
-_GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+)[pP][+-]?[0-9_]+")
+def _unsigned(text: str) -> tuple[str, str]:
+    """Split off one leading sign: ``"-1.5"`` -> ``("-", "1.5")``, ``"2"`` -> ``("", "2")``."""
+    return (text[:1], text[1:]) if text[:1] in ("+", "-") else ("", text)
+
+
+_DIGITS = "0123456789"
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+def _float_parts(
+    text: str, digits: str, mark: str, exponent_digits: str
+) -> tuple[str, str, str | None] | None:
+    """Split an unsigned float ``W[.F][MARK[+-]X]`` into ``(W, F, X)``, X signed, or None.
+
+    W and F are made of ``digits``, one of them at least non-empty; the exponent mark (``"e"``
+    or ``"p"``, in either case) and X, made of ``exponent_digits``, are optional together.
+    This is the regular expression ``(?:[D]+\\.?[D]*|\\.[D]+)(?:[Mm][+-]?[X]+)?``, by hand:
+    importing re would cost the CLI milliseconds.
+
+    Returns:
+        ``(W, F, X)``, X None without an exponent; None if ``text`` has another form.
+    """
+    mantissa, marked, exponent = text.replace(mark.upper(), mark).partition(mark)
+    whole, _, fraction = mantissa.partition(".")
+    exponent_body = _unsigned(exponent)[1]
+    if (
+        not (whole or fraction)
+        or (whole + fraction).strip(digits)
+        or exponent_body.strip(exponent_digits)
+        or (marked and not exponent_body)
+    ):
+        return None
+    return whole, fraction, exponent if marked else None
 
 
 def _underscores_ok(text: str) -> bool:
@@ -95,14 +127,25 @@ def _underscores_ok(text: str) -> bool:
     return saw != "_"
 
 
+def _go_float_parser(text: str) -> Callable[[str], float] | None:
+    """How to parse ``text`` in Go's float syntax: float, float.fromhex, or None if not in it.
+
+    Underscores are accepted anywhere here; :func:`_underscores_ok` checks where they are.
+    """
+    body = _unsigned(text)[1]
+    if _float_parts(body, _DIGITS + "_", "e", _DIGITS + "_") is not None:
+        return float
+    if body[:2] in ("0x", "0X"):
+        parts = _float_parts(body[2:], _HEX_DIGITS + "_", "p", _DIGITS + "_")
+        if parts is not None and parts[2] is not None:  # a hexadecimal float needs its exponent
+            return float.fromhex
+    return None
+
+
 def _go_parse_float(text: str) -> float | None:
     """A finite float from Go's ``strconv.ParseFloat`` syntax; None if malformed or infinite."""
-    parse: Callable[[str], float]
-    if _GO_DECIMAL.fullmatch(text):
-        parse = float
-    elif _GO_HEX.fullmatch(text):
-        parse = float.fromhex
-    else:
+    parse = _go_float_parser(text)
+    if parse is None:
         return None
     if "_" in text and not _underscores_ok(text):
         return None
@@ -190,8 +233,6 @@ def parse_memory_swap(value: str | int) -> int:
 # --- CPUs -------------------------------------------------------------------------------------
 
 _NANO = 10**9
-_DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?")
-_FRACTION = re.compile(r"([+-]?[0-9]+)/([0-9]+)")
 
 
 def parse_cpus(value: str | float) -> int:
@@ -218,19 +259,28 @@ def parse_cpus(value: str | float) -> int:
     return nano
 
 
+def _fraction(text: str) -> tuple[int, int] | None:
+    """``[+-]N/D`` (ASCII digits) as ``(N, D)``; None if ``text`` is not of that form."""
+    numerator, slash, denominator = text.partition("/")
+    if slash and _is_digits(_unsigned(numerator)[1]) and _is_digits(denominator):
+        return int(numerator), int(denominator)
+    return None
+
+
 def _nano_cpus(text: str) -> int:
-    if fraction := _FRACTION.fullmatch(text):
-        numerator, denominator = int(fraction[1]), int(fraction[2])
+    if fraction := _fraction(text):
+        numerator, denominator = fraction
         if denominator == 0:
             raise InvalidArgument(f"failed to parse {text!r} as a rational number")
         quotient, rest = divmod(numerator * _NANO, denominator)
         if rest:
             raise InvalidArgument(f"invalid cpus value {text!r}: value is too precise")
         return quotient
-    decimal = _DECIMAL.fullmatch(text)
-    if decimal is None or not (decimal[2] or decimal[3]):
+    sign, unsigned = _unsigned(text)
+    decimal = _float_parts(unsigned, _DIGITS, "e", _DIGITS)
+    if decimal is None:
         raise InvalidArgument(f"failed to parse {text!r} as a rational number")
-    sign, whole, frac, exp = decimal[1], decimal[2], decimal[3] or "", decimal[4]
+    whole, frac, exp = decimal
     digits = (whole + frac).lstrip("0")
     if not digits:
         return 0
@@ -295,8 +345,7 @@ _MAX_ID = (1 << 31) - 1
 _RANGE_ERROR = f"uids and gids must be in range 0-{_MAX_ID}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolvedUser:
+class ResolvedUser(Record):
     """The ids a container process runs as, from :func:`resolve_user`.
 
     Attributes:

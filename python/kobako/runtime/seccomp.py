@@ -9,7 +9,8 @@ architecture, the kernel version), and ``archMap`` picks the host's architecture
 sub-architectures. The native core then compiles the result with libseccomp, as runc does.
 
 Compiling the default profile takes tens of milliseconds, so :func:`compile_profile` keeps
-the programs it made in memory and, given a ``cache_dir``, on disk for the next CLI run.
+the programs it made in memory and, given a ``cache_dir``, on disk for the next CLI run; a
+cache hit reads the profile's bytes but neither parses nor evaluates it.
 
 Example::
 
@@ -18,14 +19,16 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from kobako import __version__
+from kobako._record import Record
 from kobako.errors import InvalidArgument, KobakoError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 __all__ = ["ArgCond", "Evaluated", "Rule", "compile_profile", "evaluate", "load", "native_arch"]
 
@@ -76,15 +79,17 @@ _MACHINES: dict[str, tuple[str, str]] = {
     "loongarch64": ("loong64", "SCMP_ARCH_LOONGARCH64"),
 }
 _DEFAULT = "seccomp-default.json"
+# Read with open(), not importlib.resources (milliseconds to import): a package with a native
+# module is never imported from a zip file.
+_DEFAULT_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", _DEFAULT)
 _U64 = (1 << 64) - 1
 #: Bump when the compiled form changes, so that old on-disk programs are not reused.
-_CACHE_FORMAT = b"kobako-seccomp-1"
-_CACHE_MAGIC = b"KSECCOMP1\n"
-_memory: dict[str, bytes] = {}
+_CACHE_FORMAT = b"kobako-seccomp-2"
+_CACHE_MAGIC = b"KSECCOMP2\n"
+_memory: dict[bytes, bytes] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluated:
+class Evaluated(Record):
     """A profile resolved for one host and capability set: what the native compiler takes.
 
     Attributes:
@@ -143,9 +148,8 @@ def load(path: str | None) -> tuple[bytes, Any]:
 
 def _read(path: str | None) -> bytes:
     if path is None:
-        from importlib.resources import files
-
-        return (files("kobako") / "data" / _DEFAULT).read_bytes()
+        with open(_DEFAULT_PATH, "rb") as f:
+            return f.read()
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -217,8 +221,7 @@ def _min_kernel(value: Any, where: str) -> tuple[int, int] | None:
     return version
 
 
-@dataclass(frozen=True, slots=True)
-class _Host:
+class _Host(Record):
     caps: frozenset[str]
     arch: str
     kernel: tuple[int, int]
@@ -313,7 +316,7 @@ def evaluate(
         InvalidArgument: The profile does not follow Docker's schema.
     """
     try:
-        return _evaluate(profile, _Host(caps, arch, kernel), seccomp_arch)
+        return _evaluate(profile, _Host(caps=caps, arch=arch, kernel=kernel), seccomp_arch)
     except _Bad as e:
         raise InvalidArgument(f"{source}: {e}") from None
 
@@ -349,33 +352,48 @@ def _evaluate(profile: Any, host: _Host, seccomp_arch: str) -> Evaluated | None:
         parsed = _rule(rule, where)  # validated even when dropped, like Go's unmarshal
         if _keep(rule, host, where) and parsed[0]:
             rules.append(parsed)
-    return Evaluated(default_action, default_errno, tuple(arches), tuple(rules))
+    return Evaluated(
+        default_action=default_action,
+        default_errno=default_errno,
+        arches=tuple(arches),
+        rules=tuple(rules),
+    )
 
 
-def _cache_key(data: bytes, caps: frozenset[str], arch: str, release: str) -> str:
-    import hashlib
+def _cache_key(data: bytes, caps: frozenset[str], arch: str, release: str) -> bytes:
+    """Everything a compiled program depends on, as one byte string (length-prefixed parts)."""
+    parts = (
+        _CACHE_FORMAT,
+        __version__.encode(),
+        data,
+        "\0".join(sorted(caps)).encode(),
+        arch.encode(),
+        release.encode(),
+    )
+    return b"".join(len(p).to_bytes(8, "little") + p for p in parts)
 
-    h = hashlib.sha256(_CACHE_FORMAT + __version__.encode())
-    for part in (data, "\0".join(sorted(caps)).encode(), arch.encode(), release.encode()):
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()
+
+def _cache_file(cache_dir: str, key: bytes) -> str:
+    """Where the program for ``key`` is cached. Two keys may share a file: it holds its key."""
+    import zlib  # a cheaper import than hashlib; the file's key, not its name, is checked
+
+    return os.path.join(cache_dir, f"seccomp-{zlib.crc32(key):08x}.bpf")
 
 
-def _read_cached(path: str) -> bytes | None:
-    """A program cached by :func:`_write_cached`; None if missing, corrupt or unreadable."""
-    import hashlib
+def _read_cached(path: str, key: bytes) -> bytes | None:
+    """The program :func:`_write_cached` stored for ``key``; None if missing, stale or corrupt."""
+    import zlib
 
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError:
         return None
-    head = len(_CACHE_MAGIC) + 32
-    program = blob[head:]
+    head = _cache_head(key)
+    program = blob[len(head) + 4 :]
     if (
-        not blob.startswith(_CACHE_MAGIC)
-        or blob[len(_CACHE_MAGIC) : head] != hashlib.sha256(program).digest()
+        not blob.startswith(head)
+        or blob[len(head) : len(head) + 4] != zlib.crc32(program).to_bytes(4, "little")
         or not program
         or len(program) % 8
     ):
@@ -383,10 +401,15 @@ def _read_cached(path: str) -> bytes | None:
     return program
 
 
-def _write_cached(path: str, program: bytes) -> None:
-    """Write atomically (temp file + rename), with a digest; failures only cost a recompile."""
-    import hashlib
+def _cache_head(key: bytes) -> bytes:
+    return _CACHE_MAGIC + len(key).to_bytes(8, "little") + key
+
+
+def _write_cached(path: str, key: bytes, program: bytes) -> None:
+    """Write atomically (temp file + rename), with a checksum; failures only cost a recompile."""
+    import contextlib
     import tempfile
+    import zlib
 
     directory = os.path.dirname(path)
     try:
@@ -396,7 +419,7 @@ def _write_cached(path: str, program: bytes) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+            f.write(_cache_head(key) + zlib.crc32(program).to_bytes(4, "little") + program)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -426,9 +449,9 @@ def compile_profile(
     key = _cache_key(data, caps, arch, release)
     if key in _memory:
         return _memory[key] or None
-    cache_file = os.path.join(cache_dir, f"seccomp-{key}.bpf") if cache_dir else None
-    program = _read_cached(cache_file) if cache_file else None
-    if program is None:
+    cache_file = _cache_file(cache_dir, key) if cache_dir else None
+    program = _read_cached(cache_file, key) if cache_file else None
+    if program is None:  # only now parse the JSON: that alone costs more than a cache hit
         evaluated = evaluate(
             _parse(data, path),
             caps,
@@ -442,7 +465,7 @@ def compile_profile(
             return None
         program = _compile(evaluated, path or _DEFAULT)
         if cache_file:
-            _write_cached(cache_file, program)
+            _write_cached(cache_file, key, program)
     _memory[key] = program
     return program
 

@@ -9,7 +9,7 @@ masked paths, plus ``no_new_privs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from kobako._record import Record
 
 __all__ = [
     "IdMap",
@@ -26,8 +26,7 @@ __all__ = [
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Mount:
+class Mount(Record):
     """A mount in the container, as in the OCI runtime spec's ``mounts``.
 
     Attributes:
@@ -44,8 +43,7 @@ class Mount:
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rlimit:
+class Rlimit(Record):
     """A resource limit set with setrlimit(2) in the container (``--ulimit``).
 
     Attributes:
@@ -59,8 +57,7 @@ class Rlimit:
     hard: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Process:
+class Process(Record):
     """The process to run.
 
     Attributes:
@@ -83,8 +80,7 @@ class Process:
     init: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdMap:
+class IdMap(Record):
     """One line of a user namespace's uid_map or gid_map."""
 
     container_id: int
@@ -92,8 +88,7 @@ class IdMap:
     size: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Namespaces:
+class Namespaces(Record):
     """Which namespaces the container gets.
 
     Attributes:
@@ -111,8 +106,7 @@ class Namespaces:
     gid_map: tuple[IdMap, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resources:
+class Resources(Record):
     """Cgroup limits; ``None`` leaves a limit unset. Units are docker-py's.
 
     Attributes:
@@ -134,8 +128,7 @@ class Resources:
     pids_limit: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Security:
+class Security(Record):
     """Confinement. The defaults are Docker's, plus no_new_privs.
 
     Attributes:
@@ -155,8 +148,7 @@ class Security:
     readonly_rootfs: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Spec:
+class Spec(Record):
     """Everything needed to run one container.
 
     Attributes:
@@ -174,7 +166,7 @@ class Spec:
     process: Process
     hostname: str = ""
     mounts: tuple[Mount, ...] = ()
-    namespaces: Namespaces = field(default_factory=Namespaces)
-    resources: Resources = field(default_factory=Resources)
-    security: Security = field(default_factory=Security)
+    namespaces: Namespaces = Namespaces()
+    resources: Resources = Resources()
+    security: Security = Security()
     id: str = ""
