@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 #: verb -> module under kobako.cli (imported only when used, to keep start-up lean)
 VERBS = {"run": "run"}
@@ -30,6 +33,14 @@ class UsageError(Exception):
     """A bad flag or argument: printed as one line, exit status 125 (as docker does)."""
 
 
+class Help(Exception):
+    """``--help`` was given (cobra's ErrHelp): print the usage on stdout, exit status 0."""
+
+    def __init__(self, usage: str) -> None:
+        super().__init__(usage)
+        self.usage = usage
+
+
 def fail(message: str) -> NoReturn:
     """Raise a :class:`UsageError` with ``message``."""
     raise UsageError(message)
@@ -40,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         return _dispatch(args)
+    except Help as e:
+        print(e.usage, end="")
+        return 0
     except UsageError as e:
         print(f"kobako: {e}\nSee 'kobako --help'.", file=sys.stderr)
         return 125
@@ -73,9 +87,9 @@ def _dispatch(args: list[str]) -> int:
         fail(f"unknown flag: {verb}")
     if verb not in VERBS:
         fail(f"'{verb}' is not a kobako command")
-    import importlib
-
-    module = importlib.import_module(f"kobako.cli.{VERBS[verb]}")
+    name = f"kobako.cli.{VERBS[verb]}"
+    __import__(name)
+    module = sys.modules[name]
     status: int = module.main(args[1:])
     return status
 

@@ -9,55 +9,67 @@ from __future__ import annotations
 import os
 import sys
 
-from kobako.cli.args import Parser, convert
+from kobako.cli.args import BOOL, INT, STRING, STRING_ARRAY, Command, Flag
 from kobako.cli.main import fail
 from kobako.errors import InvalidArgument
 from kobako.runtime import parse
 from kobako.runtime.spec import IdMap, Namespaces, Process, Resources, Security, Spec
 
+#: ``docker run``'s flags that kobako has, with docker's value names in ``--help``.
+FLAGS = (
+    Flag("rootfs", "", BOOL, "The first argument is a root filesystem directory"),
+    Flag("interactive", "i", BOOL, "Keep STDIN open"),
+    Flag("tty", "t", BOOL, "Allocate a pseudo-TTY"),
+    Flag("detach", "d", BOOL, "Run container in background"),
+    Flag("rm", "", BOOL, "Remove the container when it exits"),  # containers are not kept yet
+    Flag("name", "", STRING, "Assign a name to the container"),
+    Flag("env", "e", STRING_ARRAY, "Set environment variables", varname="list"),
+    Flag("env-file", "", STRING_ARRAY, "Read in a file of environment variables", varname="list"),
+    Flag("workdir", "w", STRING, "Working directory inside the container"),
+    Flag("user", "u", STRING, "Username or UID (format: <name|uid>[:<group|gid>])"),
+    Flag("hostname", "h", STRING, "Container host name"),
+    Flag("volume", "v", STRING_ARRAY, "Bind mount a volume", varname="list"),
+    Flag("mount", "", STRING_ARRAY, "Attach a filesystem mount to the container", varname="mount"),
+    Flag("tmpfs", "", STRING_ARRAY, "Mount a tmpfs directory", varname="list"),
+    Flag("read-only", "", BOOL, "Mount the container's root filesystem as read only"),
+    Flag("privileged", "", BOOL, "Give extended privileges to this container"),
+    Flag("cap-add", "", STRING_ARRAY, "Add Linux capabilities", varname="list"),
+    Flag("cap-drop", "", STRING_ARRAY, "Drop Linux capabilities", varname="list"),
+    Flag("security-opt", "", STRING_ARRAY, "Security Options", varname="list"),
+    Flag("ulimit", "", STRING_ARRAY, "Ulimit options", varname="ulimit"),
+    Flag("init", "", BOOL, "Run an init inside the container"),
+    Flag(
+        "network",
+        "",
+        STRING,
+        "Connect a container to a network: none or host",
+        default="none",
+        varname="network",
+        aliases=("net",),
+    ),
+    Flag("entrypoint", "", STRING, "Overwrite the default ENTRYPOINT of the image"),
+    Flag("memory", "m", STRING, "Memory limit", varname="bytes"),
+    Flag(
+        "memory-swap",
+        "",
+        STRING,
+        "Swap limit equal to memory plus swap: '-1' to enable unlimited swap",
+        varname="bytes",
+    ),
+    Flag("memory-reservation", "", STRING, "Memory soft limit", varname="bytes"),
+    Flag("cpus", "", STRING, "Number of CPUs", varname="decimal"),
+    Flag("cpu-shares", "c", INT, "CPU shares (relative weight)"),
+    Flag("cpuset-cpus", "", STRING, "CPUs in which to allow execution (0-3, 0,1)"),
+    Flag("pids-limit", "", INT, "Tune container pids limit (set -1 for unlimited)"),
+    Flag("uidmap", "", STRING_ARRAY, "User namespace uid map CONTAINER:HOST:SIZE", varname="list"),
+    Flag("gidmap", "", STRING_ARRAY, "User namespace gid map CONTAINER:HOST:SIZE", varname="list"),
+)
 
-def _parser() -> Parser:
-    p = Parser("kobako run", "Run a command in a new container")
-    a = p.add_argument
-    a("--rootfs", action="store_true", help="The first argument is a root filesystem directory")
-    a("-i", "--interactive", action="store_true", help="Keep STDIN open")
-    a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
-    a("-d", "--detach", action="store_true", help="Run container in background")
-    a("--rm", action="store_true", help="Remove the container when it exits")
-    a("--name", help="Assign a name to the container")
-    a("-e", "--env", action="append", default=[], help="Set environment variables")
-    a("--env-file", action="append", default=[], help="Read in a file of environment variables")
-    a("-w", "--workdir", default="", help="Working directory inside the container")
-    a("-u", "--user", default="", help="Username or UID (format: <name|uid>[:<group|gid>])")
-    a("-h", "--hostname", default="", help="Container host name")
-    a("-v", "--volume", action="append", default=[], help="Bind mount a volume")
-    a("--mount", action="append", default=[], help="Attach a filesystem mount to the container")
-    a("--tmpfs", action="append", default=[], help="Mount a tmpfs directory")
-    a("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
-    a("--privileged", action="store_true", help="Give extended privileges to this container")
-    a("--cap-add", action="append", default=[], help="Add Linux capabilities")
-    a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
-    a("--security-opt", action="append", default=[], help="Security Options")
-    a("--ulimit", action="append", default=[], help="Ulimit options")
-    a("--init", action="store_true", help="Run an init inside the container")
-    a("--network", "--net", default="none", help="Connect a container to a network (none, host)")
-    a("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
-    a("-m", "--memory", default=None, help="Memory limit")
-    a(
-        "--memory-swap",
-        default=None,
-        help="Swap limit equal to memory plus swap: '-1' for unlimited",
-    )
-    a("--memory-reservation", default=None, help="Memory soft limit")
-    a("--cpus", default=None, help="Number of CPUs")
-    a("-c", "--cpu-shares", default=None, help="CPU shares (relative weight)")
-    a("--cpuset-cpus", default=None, help="CPUs in which to allow execution (0-3, 0,1)")
-    a("--pids-limit", default=None, help="Tune container pids limit (set -1 for unlimited)")
-    a("--uidmap", action="append", default=[], help="User namespace uid map CONTAINER:HOST:SIZE")
-    a("--gidmap", action="append", default=[], help="User namespace gid map CONTAINER:HOST:SIZE")
-    a("image", metavar="ROOTFS", help="Root filesystem directory (with --rootfs)")
-    a("command", nargs="...", help="Command and arguments")
-    return p
+COMMAND = Command(
+    "kobako run [OPTIONS] --rootfs ROOTFS COMMAND [ARG...]",
+    "Run a command in a new container",
+    FLAGS,
+)
 
 
 def _idmap(value: str) -> IdMap:
@@ -68,11 +80,10 @@ def _idmap(value: str) -> IdMap:
     return IdMap(container_id=c, host_id=h, size=n)
 
 
-def _int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument("not an integer") from None
+def _cpus(value: str) -> int:
+    nano = parse.parse_cpus(value)
+    parse.check_cpus(nano)
+    return nano
 
 
 def _security(opts: list[str]) -> tuple[str | None, bool]:
@@ -106,83 +117,77 @@ def _env(opts: list[str], files: list[str]) -> tuple[str, ...]:
 
 
 def build_spec(argv: list[str]) -> tuple[Spec, bool]:
-    """Parse ``kobako run`` arguments into a Spec; also returns whether stdin is forwarded."""
-    o = _parser().parse_args(argv)
-    if o.detach:
+    """Parse ``kobako run`` arguments into a Spec; also returns whether stdin is forwarded.
+
+    Raises:
+        UsageError: A bad flag or value (one line, exit status 125).
+        Help: ``--help`` was given.
+    """
+    o = COMMAND.parse(argv)
+    if not o.args:
+        fail("'kobako run' requires at least 1 argument")
+    image, command = o.args[0], o.args[1:]
+    if o.get_bool("detach"):
         fail("detached containers (-d) are not supported yet")
-    if not o.rootfs:
+    if not o.get_bool("rootfs"):
         fail(
-            f"unable to find image '{o.image}': images are not supported yet; "
+            f"unable to find image '{image}': images are not supported yet; "
             "run a root filesystem directory with --rootfs DIR"
         )
-    command = list(o.command)
-    if o.entrypoint is not None:
-        command = ([o.entrypoint] if o.entrypoint else []) + command
+    if o.changed("entrypoint"):
+        entrypoint = o.get_string("entrypoint")
+        command = ([entrypoint] if entrypoint else []) + command
     if not command:
         fail("no command specified")
-    if o.network not in ("none", "host"):
-        fail(f"network {o.network} not found (supported: none, host)")
-    seccomp, nnp = _security(o.security_opt)
+    network = o.get_string("network")
+    if network not in ("none", "host"):
+        fail(f"network {network} not found (supported: none, host)")
+    seccomp, nnp = _security(o.get_strings("security-opt"))
     if seccomp not in (None, "unconfined") and not os.path.isfile(seccomp):
         fail(f"opening seccomp profile ({seccomp}) failed: no such file")
-    mounts = [convert("-v, --volume", v, parse.parse_volume) for v in o.volume]
-    mounts += [convert("--mount", v, parse.parse_mount) for v in o.mount]
-    mounts += [convert("--tmpfs", v, parse.parse_tmpfs) for v in o.tmpfs]
-    if o.user:
-        convert("-u, --user", o.user, parse.parse_user)
-    memory_swap = None
-    if o.memory_swap is not None:
-        memory_swap = convert("--memory-swap", o.memory_swap, parse.parse_memory_swap)
-    nano_cpus = None
-    if o.cpus is not None:
-        nano_cpus = convert("--cpus", o.cpus, parse.parse_cpus)
-        convert("--cpus", str(nano_cpus), lambda v: parse.check_cpus(int(v)))
+    mounts = o.each("volume", parse.parse_volume) + o.each("mount", parse.parse_mount)
+    mounts += o.each("tmpfs", parse.parse_tmpfs)
+    user = o.get_string("user")
+    if user:
+        o.parsed("user", parse.parse_user)
     resources = Resources(
-        memory=None if o.memory is None else convert("-m, --memory", o.memory, parse.parse_bytes),
-        memory_swap=memory_swap,
-        memory_reservation=None
-        if o.memory_reservation is None
-        else convert("--memory-reservation", o.memory_reservation, parse.parse_bytes),
-        nano_cpus=nano_cpus,
-        cpu_shares=None
-        if o.cpu_shares is None
-        else convert("-c, --cpu-shares", o.cpu_shares, _int),
-        cpuset_cpus=None
-        if o.cpuset_cpus is None
-        else convert("--cpuset-cpus", o.cpuset_cpus, parse.parse_cpuset),
-        pids_limit=None if o.pids_limit is None else convert("--pids-limit", o.pids_limit, _int),
+        memory=o.parsed("memory", parse.parse_bytes),
+        memory_swap=o.parsed("memory-swap", parse.parse_memory_swap),
+        memory_reservation=o.parsed("memory-reservation", parse.parse_bytes),
+        nano_cpus=o.parsed("cpus", _cpus),
+        cpu_shares=o.get_int("cpu-shares") if o.changed("cpu-shares") else None,
+        cpuset_cpus=o.parsed("cpuset-cpus", parse.parse_cpuset),
+        pids_limit=o.get_int("pids-limit") if o.changed("pids-limit") else None,
     )
-    if not o.rm and o.name:
-        pass  # containers are not kept yet; --name and --rm are accepted for docker parity
     spec = Spec(
-        root=o.image,
+        root=image,
         process=Process(
             args=tuple(command),
-            env=_env(o.env, o.env_file),
-            cwd=o.workdir or "/",
-            user=o.user,
-            terminal=o.tty,
-            rlimits=tuple(convert("--ulimit", v, parse.parse_ulimit) for v in o.ulimit),
-            init=o.init,
+            env=_env(o.get_strings("env"), o.get_strings("env-file")),
+            cwd=o.get_string("workdir") or "/",
+            user=user,
+            terminal=o.get_bool("tty"),
+            rlimits=tuple(o.each("ulimit", parse.parse_ulimit)),
+            init=o.get_bool("init"),
         ),
-        hostname=o.hostname,
+        hostname=o.get_string("hostname"),
         mounts=tuple(mounts),
         namespaces=Namespaces(
-            network=o.network,
-            uid_map=tuple(convert("--uidmap", v, _idmap) for v in o.uidmap),
-            gid_map=tuple(convert("--gidmap", v, _idmap) for v in o.gidmap),
+            network=network,
+            uid_map=tuple(o.each("uidmap", _idmap)),
+            gid_map=tuple(o.each("gidmap", _idmap)),
         ),
         resources=resources,
         security=Security(
-            privileged=o.privileged,
-            cap_add=tuple(convert("--cap-add", v, parse.parse_capability) for v in o.cap_add),
-            cap_drop=tuple(convert("--cap-drop", v, parse.parse_capability) for v in o.cap_drop),
+            privileged=o.get_bool("privileged"),
+            cap_add=tuple(o.each("cap-add", parse.parse_capability)),
+            cap_drop=tuple(o.each("cap-drop", parse.parse_capability)),
             seccomp=seccomp,
             no_new_privileges=nnp,
-            readonly_rootfs=o.read_only,
+            readonly_rootfs=o.get_bool("read-only"),
         ),
     )
-    return spec, o.interactive
+    return spec, o.get_bool("interactive")
 
 
 def main(argv: list[str]) -> int:
