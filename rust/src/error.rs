@@ -9,6 +9,7 @@ use std::io;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Sync = 1,
+    CgroupJoin,
     Cgroupns,
     Setsid,
     Console,
@@ -40,8 +41,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 29] = [
+    pub const ALL: [Step; 30] = [
         Step::Sync,
+        Step::CgroupJoin,
         Step::Cgroupns,
         Step::Setsid,
         Step::Console,
@@ -80,6 +82,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Sync => "sync",
+            Step::CgroupJoin => "cgroup-join",
             Step::Cgroupns => "cgroupns",
             Step::Setsid => "setsid",
             Step::Console => "console",

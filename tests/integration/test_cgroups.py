@@ -215,7 +215,7 @@ def test_v1_device_allowlist_is_dockers(make: Callable[..., Cgroup]) -> None:
 def test_handles_for_the_launcher(make: Callable[..., Cgroup]) -> None:
     cg = make()
     if cg.version == 2:
-        assert cg.procs_files == (f"{cg.paths[0]}/cgroup.procs",)  # for the clone(2) fallback
+        assert cg.join_files == (f"{cg.paths[0]}/cgroup.procs",)  # for the clone(2) fallback
         assert cg.clone_fd is not None
         assert os.readlink(f"/proc/self/fd/{cg.clone_fd}") == cg.paths[0]
         cg.destroy()
@@ -223,9 +223,9 @@ def test_handles_for_the_launcher(make: Callable[..., Cgroup]) -> None:
     else:
         assert cg.clone_fd is None
         v1 = {m for m, fstype, _ in _mounts() if fstype == "cgroup"}
-        assert {f.rsplit("/kobako/", 1)[0] for f in cg.procs_files} == v1
-        assert all(f == f"{os.path.dirname(f)}/cgroup.procs" for f in cg.procs_files)
-        assert all(os.path.exists(f) for f in cg.procs_files)
+        assert {f.rsplit("/kobako/", 1)[0] for f in cg.join_files} == v1
+        assert all(f == f"{os.path.dirname(f)}/tasks" for f in cg.join_files)
+        assert all(os.path.exists(f) for f in cg.join_files)
 
 
 def test_container_mounts(make: Callable[..., Cgroup]) -> None:

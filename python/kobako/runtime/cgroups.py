@@ -9,9 +9,10 @@ runs in: ``<mount>/kobako/<id>``.
   (``clone3`` with ``CLONE_INTO_CGROUP`` and :attr:`Cgroup.clone_fd`).
 * **v1**, and the hybrid layout (treated as v1, as Docker does): one directory in every v1
   hierarchy, named ones included, so that the container's cgroup namespace is rooted at its
-  own cgroup in each. The parent writes the child's pid into :attr:`Cgroup.procs_files` before
-  letting it go. ``kobako`` has ``cgroup.clone_children`` set in the cpuset hierarchy, so each
-  container's cpuset starts with kobako's CPUs and memory nodes.
+  own cgroup in each. The container's first process joins it by writing ``0`` into
+  :attr:`Cgroup.join_files` before its set-up. ``kobako`` has ``cgroup.clone_children`` set
+  in the cpuset hierarchy, so each container's cpuset starts with kobako's CPUs and memory
+  nodes.
 
 Limits have docker's semantics: ``memory_swap`` is memory plus swap (twice ``memory`` when
 unset, -1 for unlimited) and is dropped silently where the kernel has no swap accounting;
@@ -568,12 +569,15 @@ class Cgroup:
         paths: The cgroup's directories.
         clone_fd: v2: an fd of the cgroup directory for ``clone3``'s ``CLONE_INTO_CGROUP``
             (closed and ``None`` after :meth:`destroy`); ``None`` on v1.
-        procs_files: the ``cgroup.procs`` files the parent writes the child's pid into before
-            letting it go: every hierarchy's on v1; on v2 the one file, used only where clone3
-            (and so CLONE_INTO_CGROUP) is missing.
+        join_files: the files the container's first process writes ``0`` (itself) into to
+            join the cgroup before its set-up, when it was not cloned into it: every
+            hierarchy's ``tasks`` on v1 (moving one's own single thread skips the global
+            threadgroup lock, and with it an RCU grace period of ~10 ms that writing a pid to
+            ``cgroup.procs`` costs); on v2 ``cgroup.procs``, used only where clone3 (and so
+            CLONE_INTO_CGROUP) is missing.
     """
 
-    __slots__ = ("_dirs", "clone_fd", "id", "paths", "procs_files", "version")
+    __slots__ = ("_dirs", "clone_fd", "id", "join_files", "paths", "version")
 
     def __init__(
         self,
@@ -588,7 +592,8 @@ class Cgroup:
         self._dirs = dirs
         self.paths = paths
         self.clone_fd = clone_fd
-        self.procs_files: tuple[str, ...] = tuple(f"{p}/cgroup.procs" for p in paths)
+        name = "tasks" if version == 1 else "cgroup.procs"
+        self.join_files: tuple[str, ...] = tuple(f"{p}/{name}" for p in paths)
 
     def __repr__(self) -> str:
         return f"Cgroup(id={self.id!r}, version={self.version}, paths={self.paths!r})"
@@ -757,7 +762,7 @@ class Cgroup:
             self.paths = tuple(p for p in self.paths if os.path.isdir(p))
             raise CgroupError(failed[0])
         self.paths = ()
-        self.procs_files = ()
+        self.join_files = ()
 
     # --- reading ---
 

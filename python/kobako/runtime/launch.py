@@ -212,7 +212,7 @@ def build_plan(
     tty_fd: int,
     tty_path: str | None,
     cgroup_fd: int | None,
-    cgroup_procs: tuple[str, ...],
+    cgroup_join: tuple[str, ...],
     cgroup_mounts: tuple[Mount, ...],
     seccomp: bytes | None,
 ) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def build_plan(
         tty_fd: The pty slave for ``-t``, or -1.
         tty_path: The pty slave's host path, bind-mounted at /dev/console.
         cgroup_fd: v2 cgroup directory fd for CLONE_INTO_CGROUP.
-        cgroup_procs: cgroup.procs files to join (v1).
+        cgroup_join: Files the child writes 0 into to join its cgroup (v1; v2 without clone3).
         cgroup_mounts: What to mount at /sys/fs/cgroup.
         seccomp: The compiled BPF program, or None.
 
@@ -368,7 +368,7 @@ def build_plan(
         "tty_fd": tty_fd,
         "stdio": stdio,
         "cgroup_fd": -1 if cgroup_fd is None else cgroup_fd,
-        "cgroup_procs": list(cgroup_procs),
+        "cgroup_join": list(cgroup_join),
         "init": proc.init,
     }
 

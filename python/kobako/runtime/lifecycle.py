@@ -229,7 +229,7 @@ def _run(
         tty_fd=pty.slave if pty else -1,
         tty_path=pty.slave_path if pty else None,
         cgroup_fd=cgroup.clone_fd,
-        cgroup_procs=cgroup.procs_files,
+        cgroup_join=cgroup.join_files,
         cgroup_mounts=cgroup.container_mounts(),
         seccomp=_seccomp(spec, launch.capability_names(spec)),
     )

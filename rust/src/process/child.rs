@@ -21,7 +21,9 @@ pub struct ChildArgs<'a> {
     /// The parent's end of the socket pair: closed first, so that the parent's death reads as
     /// EOF here rather than leaving us waiting for a go-ahead forever.
     pub parent_sock: c_int,
-    /// Wait for the parent's go-ahead (cgroup attach, uid/gid maps) before anything else.
+    /// Join the cgroup through `plan.cgroup_join` (it was not cloned into it).
+    pub join_cgroup: bool,
+    /// Wait for the parent's go-ahead (uid/gid maps) before the set-up.
     pub wait_for_go: bool,
     /// unshare(CLONE_NEWCGROUP) after the go-ahead (the cgroup was not set at clone).
     pub unshare_cgroupns: bool,
@@ -70,6 +72,18 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     let p = a.plan;
     libc::close(a.parent_sock);
     libc::umask(0);
+    if a.join_cgroup {
+        // Writing 0 moves this (single) thread; unlike writing a pid to cgroup.procs it takes
+        // no global threadgroup lock, so it costs no RCU grace period. Done first, with the
+        // host's credentials, before a user namespace's maps apply.
+        for (i, file) in p.cgroup_join.iter().enumerate() {
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+                return Err((Step::CgroupJoin, sys::errno(), i as u32));
+            }
+            libc::close(fd);
+        }
+    }
     if a.wait_for_go {
         let mut go = 0u8;
         loop {

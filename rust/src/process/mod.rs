@@ -5,7 +5,7 @@
 //!
 //! | when                          | parent → child | child → parent                |
 //! |-------------------------------|----------------|-------------------------------|
-//! | uid/gid maps or v1 cgroups    | `1` (go)       |                               |
+//! | uid/gid maps (user namespace) | `1` (go)       |                               |
 //! | any set-up step fails         |                | [`Report`] {step, errno, idx} |
 //! | execve succeeds               |                | EOF (the socket closes)       |
 
@@ -112,7 +112,8 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
         plan,
         sock: std::os::fd::AsRawFd::as_raw_fd(&child_sock),
         parent_sock: std::os::fd::AsRawFd::as_raw_fd(&parent_sock),
-        wait_for_go: userns || (!into_cgroup && !plan.cgroup_procs.is_empty()),
+        join_cgroup: !into_cgroup && !plan.cgroup_join.is_empty(),
+        wait_for_go: userns,
         unshare_cgroupns: false,
         argv: &argv,
         envp: &envp,
@@ -120,7 +121,6 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
     };
     let cgroupns = plan.namespaces & libc::CLONE_NEWCGROUP as u64 != 0;
     let base_flags = (plan.namespaces & !(libc::CLONE_NEWCGROUP as u64)) | sys::CLONE_PIDFD;
-    let mut used_procs = !into_cgroup;
 
     let pid = {
         let _blocked = SignalsBlocked::new();
@@ -145,9 +145,8 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
             unsafe { child::run(&args) }
         }
         if pid < 0 && sys::errno() == libc::ENOSYS {
-            // No clone3: fork-like clone, then join the cgroup by its procs file.
-            used_procs = true;
-            args.wait_for_go = true;
+            // No clone3: fork-like clone; the child joins the cgroup by its procs file.
+            args.join_cgroup = !plan.cgroup_join.is_empty();
             args.unshare_cgroupns = cgroupns;
             // SAFETY: as above.
             pid = unsafe { sys::clone_legacy(base_flags, &mut pidfd) };
@@ -167,7 +166,7 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
     let sock = std::os::fd::AsRawFd::as_raw_fd(&parent_sock);
 
     if args.wait_for_go {
-        if let Err(e) = go_ahead(plan, pid, used_procs, userns, sock) {
+        if let Err(e) = go_ahead(plan, pid, sock) {
             kill_and_reap(pid);
             return Err(e);
         }
@@ -204,6 +203,7 @@ fn describe(plan: &Plan, step: Step, index: u32) -> Option<String> {
         Step::MaskPath => plan.masked_paths.get(i).map(|p| p.to_string_lossy().into_owned()),
         Step::ReadonlyPath => plan.readonly_paths.get(i).map(|p| p.to_string_lossy().into_owned()),
         Step::Workdir => Some(plan.cwd.display()),
+        Step::CgroupJoin => plan.cgroup_join.get(i).map(|p| p.to_string_lossy().into_owned()),
         Step::Exec => plan.argv.first().map(|a| a.to_string_lossy().into_owned()),
         Step::BindRootfs | Step::OpenRootfs | Step::PivotRoot => {
             Some(plan.rootfs.to_string_lossy().into_owned())
@@ -212,30 +212,22 @@ fn describe(plan: &Plan, step: Step, index: u32) -> Option<String> {
     }
 }
 
-/// What the parent does while the child waits: uid/gid maps, cgroup membership, then go.
-fn go_ahead(plan: &Plan, pid: libc::pid_t, use_procs: bool, userns: bool, sock: c_int) -> Result<()> {
-    if userns {
-        let write = |file: &str, data: &str, what: &'static str| {
-            fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| Error::Os { what, source })
-        };
-        if let Some(map) = &plan.gid_map {
-            // Only an unprivileged writer must deny setgroups; as root we keep it, so the
-            // container's supplementary groups can be set.
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 {
-                write("setgroups", "deny", "writing setgroups")?;
-            }
-            write("gid_map", map, "writing gid_map")?;
+/// What the parent does while the child waits: the uid/gid maps, then go.
+fn go_ahead(plan: &Plan, pid: libc::pid_t, sock: c_int) -> Result<()> {
+    let write = |file: &str, data: &str, what: &'static str| {
+        fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| Error::Os { what, source })
+    };
+    if let Some(map) = &plan.gid_map {
+        // Only an unprivileged writer must deny setgroups; as root we keep it, so the
+        // container's supplementary groups can be set.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            write("setgroups", "deny", "writing setgroups")?;
         }
-        if let Some(map) = &plan.uid_map {
-            write("uid_map", map, "writing uid_map")?;
-        }
+        write("gid_map", map, "writing gid_map")?;
     }
-    if use_procs {
-        for procs in &plan.cgroup_procs {
-            fs::write(procs, pid.to_string())
-                .map_err(|source| Error::Os { what: "joining the cgroup", source })?;
-        }
+    if let Some(map) = &plan.uid_map {
+        write("uid_map", map, "writing uid_map")?;
     }
     // SAFETY: writing one byte from a local.
     let n = unsafe { libc::write(sock, b"1".as_ptr() as *const libc::c_void, 1) };

@@ -125,8 +125,9 @@ pub struct Plan {
     pub stdio: [i32; 3],
     /// v2: the cgroup dir fd for CLONE_INTO_CGROUP (-1: none).
     pub cgroup_fd: i32,
-    /// cgroup.procs files the parent writes the child's pid into (v1, or v2 without clone3).
-    pub cgroup_procs: Vec<String>,
+    /// Files the child writes `0` (itself) into to join its cgroup when it was not cloned
+    /// into it (v1 `tasks` files; v2 `cgroup.procs` where clone3 is missing).
+    pub cgroup_join: Vec<CString>,
     /// Run a reaping, signal-forwarding init as PID 1.
     pub init: bool,
 }

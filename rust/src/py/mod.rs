@@ -69,7 +69,7 @@ struct PyPlan {
     tty_fd: i32,
     stdio: (i32, i32, i32),
     cgroup_fd: i32,
-    cgroup_procs: Vec<String>,
+    cgroup_join: Vec<String>,
     init: bool,
 }
 
@@ -132,7 +132,7 @@ impl TryFrom<PyPlan> for Plan {
             tty_fd: p.tty_fd,
             stdio: [p.stdio.0, p.stdio.1, p.stdio.2],
             cgroup_fd: p.cgroup_fd,
-            cgroup_procs: p.cgroup_procs,
+            cgroup_join: cstrings(&p.cgroup_join)?,
             init: p.init,
         })
     }
