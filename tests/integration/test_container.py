@@ -405,6 +405,35 @@ def test_tty(busybox: Path) -> None:
     assert "xterm" in text
 
 
+def test_interactive_tty_forwards_input(busybox: Path) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(KOBAKO, [KOBAKO, "run", "--rm", "-it", "--rootfs", str(busybox), "sh"])
+    try:
+        os.write(fd, b"echo in-$((6*7))\nexit 3\n")  # typed before the container is up
+        output = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:  # stuck: kill the container's PID 1 (its namespace goes with it)
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                for child in f.read().split():
+                    os.kill(int(child), signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert b"in-42" in output, output
+    assert os.waitstatus_to_exitcode(status) == 3
+
+
 # --- limits ------------------------------------------------------------------------------------
 
 

@@ -54,7 +54,8 @@ class Pty:
             yield
             return
         saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        # TCSANOW: what was typed before the container started stays queued for it
+        tty.setraw(0, termios.TCSANOW)
 
         def on_winch(signum: int, frame: FrameType | None) -> None:
             self._copy_winsize()
@@ -64,7 +65,7 @@ class Pty:
             yield
         finally:
             signal.signal(signal.SIGWINCH, old)
-            termios.tcsetattr(0, termios.TCSAFLUSH, saved)
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
     def proxy(self, stdin: bool) -> None:
         """Copy stdin to the container and its output to stdout until it closes the pty.
