@@ -263,26 +263,16 @@ def build_plan(
     elif ns.network != "host":
         raise InvalidArgument(f"network mode {ns.network!r} is not supported (none, host)")
 
+    def writable(m: Mount) -> Mount:
+        return m.replace(options=tuple(o for o in m.options if o != "ro"))
+
     mounts: list[PlanMount] = []
     for m in defaults.MOUNTS:
-        if sec.privileged and m.type == "sysfs":
-            m = Mount(
-                destination=m.destination,
-                type=m.type,
-                source=m.source,
-                options=tuple(o for o in m.options if o != "ro"),
-            )
-        mounts.extend(plan_mounts(m))
+        # as docker: a privileged container's /sys (and cgroupfs below) is writable
+        mounts.extend(plan_mounts(writable(m) if sec.privileged and m.type == "sysfs" else m))
     if ns.cgroup:
         for m in cgroup_mounts:
-            if sec.privileged:  # as docker: a privileged container's cgroupfs is writable
-                m = Mount(
-                    destination=m.destination,
-                    type=m.type,
-                    source=m.source,
-                    options=tuple(o for o in m.options if o != "ro"),
-                )
-            mounts.extend(plan_mounts(m))
+            mounts.extend(plan_mounts(writable(m) if sec.privileged else m))
         if not sec.privileged:
             # v1: the tmpfs holding the hierarchies was writable while they were mounted
             ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
