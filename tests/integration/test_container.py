@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pty
@@ -432,6 +433,38 @@ def test_interactive_tty_forwards_input(busybox: Path) -> None:
         os.close(fd)
     assert b"in-42" in output, output
     assert os.waitstatus_to_exitcode(status) == 3
+
+
+def test_leftovers_of_a_killed_kobako_are_removed_by_the_next_run(busybox: Path) -> None:
+    proc = subprocess.Popen([KOBAKO, "run", "--rm", "--rootfs", str(busybox), "sh", "-c",
+                             "echo ready; sleep 100"], stdout=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        container = int(f.read().split()[0])
+    runtime = [d for d in glob.glob("/run/kobako/containers/*") if _pid_of(d) == container]
+    assert len(runtime) == 1
+    cid = os.path.basename(runtime[0])
+    proc.kill()  # kobako dies with no chance to clean up
+    proc.wait()
+    os.kill(container, signal.SIGKILL)  # then its orphaned container ends
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{container}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert glob.glob(f"/sys/fs/cgroup/*/kobako/{cid}") + glob.glob(f"/sys/fs/cgroup/kobako/{cid}")
+    assert sh(busybox, "true").returncode == 0  # the next run reaps what was left
+    assert not os.path.exists(runtime[0])
+    assert not glob.glob(f"/sys/fs/cgroup/*/kobako/{cid}") + glob.glob(
+        f"/sys/fs/cgroup/kobako/{cid}"
+    )
+
+
+def _pid_of(runtime_dir: str) -> int | None:
+    try:
+        with open(os.path.join(runtime_dir, "pid")) as f:
+            return int(f.read().split()[0])
+    except OSError:
+        return None
 
 
 # --- limits ------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T")
 
-__all__ = ["Cgroup", "CgroupStats", "cgroup_version", "cleanup_stale"]
+__all__ = ["Cgroup", "CgroupStats", "cgroup_version", "cleanup_stale", "remove_idle"]
 
 #: The directory, under each hierarchy's root, that holds kobako's cgroups.
 PARENT = "kobako"
@@ -919,3 +919,28 @@ def cleanup_stale(live_ids: Iterable[str]) -> None:
             for nested in _subdirs_bottom_up(path):
                 _rmdir(nested)
             _rmdir(path)
+
+
+def remove_idle(container_id: str) -> bool:
+    """Remove one container's cgroup, in every hierarchy, if it holds no process.
+
+    For the cgroup of a container whose kobako died before its clean-up (see
+    :func:`kobako.runtime.lifecycle.run`): unlike :func:`cleanup_stale` it names the one
+    cgroup to remove, so a container another kobako is starting is never touched.
+
+    Returns:
+        True when no directory of the cgroup is left.
+    """
+    _check_id(container_id)
+    gone = True
+    for h in _layout()[1]:
+        path = f"{h.mountpoint}/{PARENT}/{container_id}"
+        if not os.path.isdir(path):
+            continue
+        if _has_processes(path):
+            gone = False
+            continue
+        for nested in _subdirs_bottom_up(path):
+            _rmdir(nested)
+        gone = _rmdir(path) == 0 and gone
+    return gone

@@ -8,12 +8,13 @@ waits, and removes everything it made (cgroup, per-container files), whatever ha
 from __future__ import annotations
 
 import os
+import time
 
 from kobako import _native
 from kobako._record import Record
 from kobako.errors import CgroupError, InvalidArgument
 from kobako.runtime import launch
-from kobako.runtime.cgroups import Cgroup, CgroupStats
+from kobako.runtime.cgroups import Cgroup, CgroupStats, remove_idle
 from kobako.runtime.spec import IdMap, Spec
 
 TYPE_CHECKING = False
@@ -154,7 +155,9 @@ def run(
     if len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
         raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
     hostname = spec.hostname or cid[:12]
-    runtime_dir = os.path.join(RUN_DIR, "containers", cid)
+    containers = os.path.join(RUN_DIR, "containers")
+    _reap_stale(containers)
+    runtime_dir = os.path.join(containers, cid)
     os.makedirs(runtime_dir, mode=0o700)
     made = _Made(runtime_dir)
     try:
@@ -164,6 +167,54 @@ def run(
         raise
     made.remove(quiet=False)
     return result
+
+
+#: A runtime dir with no pid file yet is another kobako's container starting, unless older.
+_START_GRACE_S = 60.0
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _write_pid(runtime_dir: str, pid: int) -> None:
+    """Record the container's pid and start time, so that a later kobako can tell it is gone."""
+    tmp = os.path.join(runtime_dir, ".pid.tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{pid} {_start_time(pid)}\n")
+    os.rename(tmp, os.path.join(runtime_dir, "pid"))
+
+
+def _is_stale(runtime_dir: str) -> bool:
+    try:
+        with open(os.path.join(runtime_dir, "pid")) as f:
+            pid, start = f.read().split()
+    except FileNotFoundError:
+        try:
+            return os.stat(runtime_dir).st_mtime < time.time() - _START_GRACE_S
+        except OSError:
+            return False
+    except (OSError, ValueError):
+        return True
+    return _start_time(int(pid)) != start
+
+
+def _reap_stale(containers: str) -> None:
+    """Remove what a kobako killed before its clean-up left: the runtime dir and cgroup of each
+    container whose process is gone (pid and start time, never pid alone)."""
+    try:
+        names = os.listdir(containers)
+    except FileNotFoundError:
+        return
+    for name in names:
+        runtime_dir = os.path.join(containers, name)
+        if _is_stale(runtime_dir) and remove_idle(name):
+            _remove_flat_dir(runtime_dir)
 
 
 class _Made:
@@ -181,13 +232,15 @@ class _Made:
             self.pidfd = -1
         if self.pty:
             self.pty.close()
-        _remove_flat_dir(self.runtime_dir)
         if self.cgroup:
             try:
                 self.cgroup.destroy()
             except CgroupError:
+                # keep the runtime dir: through it a later kobako finds and removes the cgroup
                 if not quiet:
                     raise
+                return
+        _remove_flat_dir(self.runtime_dir)
 
 
 def _remove_flat_dir(path: str) -> None:
@@ -236,6 +289,7 @@ def _run(
     with _SignalForwarder() as forwarder:
         pid, made.pidfd = _native.spawn(plan)
         forwarder.started(pid)
+        _write_pid(made.runtime_dir, pid)
         if pty:
             pty.close_slave()
             pty.proxy(stdin=interactive)
