@@ -72,8 +72,7 @@ def test_bad_flags(argv: list[str], message: str) -> None:
 def test_main_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--bogus", "--rootfs", "/r", "true"]) == 125
     err = capsys.readouterr().err
-    assert err.splitlines()[0] == "kobako: unknown flag: --bogus"
-    assert "Traceback" not in err
+    assert err == "kobako: unknown flag: --bogus\n"
     assert main(["frobnicate"]) == 125
     assert "'frobnicate' is not a kobako command" in capsys.readouterr().err
     assert main(["run", "--rootfs", "/nonexistent/rootfs", "true"]) == 125

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e.usage, end="")
         return 0
     except UsageError as e:
-        print(f"kobako: {e}\nSee 'kobako --help'.", file=sys.stderr)
+        print(f"kobako: {e}", file=sys.stderr)  # one line (docker adds a 'See --help' hint)
         return 125
     except KeyboardInterrupt:
         return 130
