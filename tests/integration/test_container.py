@@ -369,70 +369,55 @@ def test_init_reaps_and_forwards(busybox: Path) -> None:
     assert proc.wait(timeout=30) == 130
 
 
-def test_tty(busybox: Path) -> None:
+def _drive_pty(argv: list[str], typed: bytes = b"") -> tuple[int, bytes]:
+    """Run argv on a new pty, type ``typed`` at once, collect the screen until it exits.
+
+    Returns the exit status and the output. A run stuck past 30 s has its container's PID 1
+    killed (the namespace goes with it), so that nothing is left behind.
+    """
     pid, fd = pty.fork()
     if pid == 0:
-        os.execv(
-            KOBAKO,
-            [
-                KOBAKO,
-                "run",
-                "--rm",
-                "-t",
-                "--rootfs",
-                str(busybox),
-                "sh",
-                "-c",
-                "tty; stty size; echo $TERM",
-            ],
-        )
+        os.execv(argv[0], argv)
     output = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, output
-    text = output.decode()
-    assert "/dev/pts/0" in text or "/dev/console" in text
-    assert "xterm" in text
-
-
-def test_interactive_tty_forwards_input(busybox: Path) -> None:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(KOBAKO, [KOBAKO, "run", "--rm", "-it", "--rootfs", str(busybox), "sh"])
     try:
-        os.write(fd, b"echo in-$((6*7))\nexit 3\n")  # typed before the container is up
-        output = b""
+        os.write(fd, typed)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if select.select([fd], [], [], 1)[0]:
                 try:
                     chunk = os.read(fd, 4096)
-                except OSError:
+                except OSError:  # EIO: the pty's other side is closed
                     break
                 if not chunk:
                     break
                 output += chunk
     finally:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if not done:  # stuck: kill the container's PID 1 (its namespace goes with it)
+        if not done:
             with open(f"/proc/{pid}/task/{pid}/children") as f:
                 for child in f.read().split():
                     os.kill(int(child), signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
         os.close(fd)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_tty(busybox: Path) -> None:
+    script = "tty; stty size; echo $TERM"
+    status, output = _drive_pty([KOBAKO, "run", "--rm", "-t", "--rootfs", str(busybox), "sh",
+                                 "-c", script])  # fmt: skip
+    assert status == 0, output
+    text = output.decode()
+    assert "/dev/pts/0" in text or "/dev/console" in text
+    assert "xterm" in text
+
+
+def test_interactive_tty_forwards_input(busybox: Path) -> None:
+    argv = [KOBAKO, "run", "--rm", "-it", "--rootfs", str(busybox), "sh"]
+    # typed before the container is up: it must wait for the shell, not be flushed
+    status, output = _drive_pty(argv, b"echo in-$((6*7))\nexit 3\n")
     assert b"in-42" in output, output
-    assert os.waitstatus_to_exitcode(status) == 3
+    assert status == 3
 
 
 def test_leftovers_of_a_killed_kobako_are_removed_by_the_next_run(busybox: Path) -> None:

@@ -464,17 +464,22 @@ def _plan_v2(r: Resources) -> list[_Write]:
 _prepared: set[str] = set()
 
 
+def _mkdir_cgroup(path: str) -> None:
+    """Create a cgroup directory that may already exist."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CgroupError(f"cannot create cgroup {path}: {e.strerror}") from e
+
+
 def _prepare_v1(h: _Hierarchy) -> None:
     """Make ``kobako`` in a v1 hierarchy; in cpuset's, give it the root's CPUs and nodes."""
     parent = f"{h.mountpoint}/{PARENT}"
     if parent in _prepared:
         return
-    try:
-        os.mkdir(parent, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise CgroupError(f"cannot create cgroup {parent}: {e.strerror}") from e
+    _mkdir_cgroup(parent)
     if "cpuset" in h.controllers:
         # A new cpuset is empty, and a task cannot join an empty one.
         try:
@@ -520,12 +525,7 @@ def _prepare_v2(h: _Hierarchy) -> None:
     except OSError as e:
         raise CgroupError(f"cannot read {h.mountpoint}/cgroup.controllers: {e.strerror}") from e
     _enable_controllers(h.mountpoint, [c for c in _V2_CONTROLLERS if c in available])
-    try:
-        os.mkdir(parent, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise CgroupError(f"cannot create cgroup {parent}: {e.strerror}") from e
+    _mkdir_cgroup(parent)
     try:
         inherited = _read(f"{parent}/cgroup.controllers").split()
     except OSError as e:
