@@ -15,6 +15,7 @@ pub enum Step {
     Console,
     Stdio,
     MountPropagation,
+    Overlay,
     BindRootfs,
     OpenRootfs,
     MountTarget,
@@ -41,7 +42,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 30] = [
+    pub const ALL: [Step; 31] = [
         Step::Sync,
         Step::CgroupJoin,
         Step::Cgroupns,
@@ -49,6 +50,7 @@ impl Step {
         Step::Console,
         Step::Stdio,
         Step::MountPropagation,
+        Step::Overlay,
         Step::BindRootfs,
         Step::OpenRootfs,
         Step::MountTarget,
@@ -88,6 +90,7 @@ impl Step {
             Step::Console => "console",
             Step::Stdio => "stdio",
             Step::MountPropagation => "mount-propagation",
+            Step::Overlay => "overlay",
             Step::BindRootfs => "bind-rootfs",
             Step::OpenRootfs => "open-rootfs",
             Step::MountTarget => "mount-target",

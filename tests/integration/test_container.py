@@ -9,6 +9,7 @@ import pty
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kobako import CommandNotExecutable, CommandNotFound, InvalidArgument, NotFound
-from kobako.runtime import Mount, Process, Resources, Security, Spec, run
+from kobako.runtime import Mount, Overlay, Process, Resources, Security, Spec, run
 from tests.conftest import KOBAKO, kobako
 
 pytestmark = pytest.mark.container
@@ -258,6 +259,63 @@ def test_dangling_symlink_target_fails_cleanly(rootfs: Path, tmp_path: Path) -> 
     assert out.returncode == 125 and out.stderr.count("\n") == 1
     assert "/dangling/x" in out.stderr
     assert list(sentinel.iterdir()) == []
+
+
+def test_overlay_rootfs_layers_whiteouts_and_upper(busybox: Path, tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    (top / "hello").write_text("from the top layer\n")
+    os.mknod(top / "etc" / "group", 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # a whiteout
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    spec = Spec(
+        root=str(merged),
+        overlay=Overlay(lower=(str(top), str(busybox)), upper=str(upper), work=str(work)),
+        process=Process(
+            args=(
+                "sh",
+                "-c",
+                "cat /hello; ls /etc/group; echo new > /created; rm /hello; ls /bin/busybox",
+            )
+        ),
+    )
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        result = run(spec, stdout=f.fileno(), stderr=f.fileno())
+    text = out.read_text()
+    assert "from the top layer" in text and "/bin/busybox" in text
+    assert "can't access '/etc/group'" in text or "No such file" in text, text
+    assert result.status == 0
+    assert (upper / "created").read_text() == "new\n"
+    assert stat.S_ISCHR((upper / "hello").lstat().st_mode)  # deleting left a whiteout
+    assert (top / "hello").exists() and (busybox / "etc" / "group").exists()  # layers intact
+    assert os.listdir(merged) == []  # the mount lived in the container's namespace only
+
+
+def test_overlay_many_layers(busybox: Path, tmp_path: Path) -> None:
+    base = tmp_path / ("l" * 40)
+    layers = []
+    for i in range(40):
+        d = base / f"{i:064x}"
+        (d / "layers").mkdir(parents=True)
+        (d / "layers" / f"{i}").write_text(str(i))
+        layers.append(str(d))
+    bottom = base / "rootfs"
+    shutil.copytree(busybox, bottom, symlinks=True)
+    upper, work, merged = base / "upper", base / "work", base / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    assert sum(len(p) + 1 for p in layers) > 4096  # too long as absolute paths
+    spec = Spec(
+        root=str(merged),
+        overlay=Overlay(lower=(*layers, str(bottom)), upper=str(upper), work=str(work)),
+        process=Process(args=("sh", "-c", "ls /layers | wc -l")),
+    )
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        assert run(spec, stdout=f.fileno()).status == 0
+    assert out.read_text().strip() == "40"
 
 
 # --- process -----------------------------------------------------------------------------------

@@ -7,7 +7,17 @@ The submodules (parsers, seccomp, cgroups) import without the native core; ``run
 
 from __future__ import annotations
 
-from kobako.runtime.spec import IdMap, Mount, Namespaces, Process, Resources, Rlimit, Security, Spec
+from kobako.runtime.spec import (
+    IdMap,
+    Mount,
+    Namespaces,
+    Overlay,
+    Process,
+    Resources,
+    Rlimit,
+    Security,
+    Spec,
+)
 
 TYPE_CHECKING = False  # not typing's: the CLI imports this package and typing is slow to import
 if TYPE_CHECKING:
@@ -20,6 +30,7 @@ __all__ = [
     "IdMap",
     "Mount",
     "Namespaces",
+    "Overlay",
     "Process",
     "Resources",
     "Rlimit",

@@ -12,7 +12,7 @@ import os
 from kobako import _native
 from kobako.errors import InvalidArgument, NotFound
 from kobako.runtime import defaults, parse
-from kobako.runtime.spec import DEFAULT_PATH, Mount, Spec
+from kobako.runtime.spec import DEFAULT_PATH, Mount, Overlay, Spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -334,6 +334,7 @@ def build_plan(
 
     return {
         "rootfs": os.path.realpath(spec.root),
+        "overlay": overlay_data(spec.overlay) if spec.overlay else None,
         "argv": list(proc.args),
         "env": env,
         "exec_paths": _exec_paths(proc.args[0], env, proc.cwd),
@@ -361,6 +362,44 @@ def build_plan(
         "cgroup_join": list(cgroup_join),
         "init": proc.init,
     }
+
+
+#: The kernel takes mount options in one page, NUL included.
+_MAX_MOUNT_DATA = 4095
+
+
+def overlay_data(o: Overlay) -> tuple[str, str | None]:
+    """overlayfs's mount options for ``o``, and the directory to mount from.
+
+    Absolute paths when they fit in the kernel's one page of options; otherwise paths
+    relative to the layers' common parent, which the child changes into first (Docker's
+    overlay2 does the same, with short names for its layers).
+
+    Raises:
+        InvalidArgument: A path has a comma or colon, or the layers do not fit in a page even
+            as relative paths.
+    """
+    if not o.lower:
+        raise InvalidArgument("an overlay needs at least one lower layer")
+    paths = [*o.lower, o.upper, o.work]
+    for path in paths:
+        if "," in path or ":" in path or not path.startswith("/"):
+            raise InvalidArgument(
+                f"overlay layer path {path!r} must be absolute, without ',' or ':'"
+            )
+
+    def data(lower: list[str], upper: str, work: str) -> str:
+        return f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+
+    text = data(list(o.lower), o.upper, o.work)
+    if len(text) <= _MAX_MOUNT_DATA:
+        return text, None
+    base = os.path.commonpath(paths)
+    rel = [os.path.relpath(p, base) for p in paths]
+    text = data(rel[:-2], rel[-2], rel[-1])
+    if len(text) > _MAX_MOUNT_DATA:
+        raise InvalidArgument(f"{len(o.lower)} layers do not fit in overlayfs's mount options")
+    return text, base
 
 
 def write_etc_files(runtime_dir: str, hostname: str, network: str) -> None:

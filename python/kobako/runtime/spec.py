@@ -15,6 +15,7 @@ __all__ = [
     "IdMap",
     "Mount",
     "Namespaces",
+    "Overlay",
     "Process",
     "Resources",
     "Rlimit",
@@ -148,11 +149,29 @@ class Security(Record):
     readonly_rootfs: bool = False
 
 
+class Overlay(Record):
+    """A root filesystem made of layers: an overlayfs mounted at :attr:`Spec.root`.
+
+    It is mounted inside the container's own mount namespace, so it exists only for the
+    container's processes and goes away with them; what the container writes stays in
+    ``upper``.
+
+    Attributes:
+        lower: Read-only layer directories, top-most first (whiteouts in overlayfs's form).
+        upper: The container's writable layer.
+        work: overlayfs's work directory, on the same filesystem as ``upper``.
+    """
+
+    lower: tuple[str, ...]
+    upper: str
+    work: str
+
+
 class Spec(Record):
     """Everything needed to run one container.
 
     Attributes:
-        root: Host path of the root filesystem directory.
+        root: Host path of the root filesystem directory (the mountpoint, with ``overlay``).
         process: What to run.
         hostname: The container's hostname (``-h``); default: the container id's first 12.
         mounts: Extra mounts (``-v``, ``--mount``, ``--tmpfs``), after the default ones.
@@ -160,6 +179,7 @@ class Spec(Record):
         resources: Cgroup limits.
         security: Capabilities, seccomp, no_new_privs, read-only rootfs.
         id: The container id (64 hex digits); generated when empty.
+        overlay: Layers to mount at ``root`` as the root filesystem, if any.
     """
 
     root: str
@@ -170,3 +190,4 @@ class Spec(Record):
     resources: Resources = Resources()
     security: Security = Security()
     id: str = ""
+    overlay: Overlay | None = None

@@ -124,6 +124,16 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     // Root filesystem.
     let flags = libc::MS_REC | libc::MS_PRIVATE;
     check(libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), flags, ptr::null()), Step::MountPropagation)?;
+    if let Some(o) = &p.overlay {
+        if let Some(dir) = &o.chdir {
+            check(libc::chdir(dir.as_ptr()), Step::Overlay)?;
+        }
+        let data = o.data.as_ptr() as *const libc::c_void;
+        check(
+            libc::mount(c"overlay".as_ptr(), p.rootfs.as_ptr(), c"overlay".as_ptr(), 0, data),
+            Step::Overlay,
+        )?;
+    }
     let bind = libc::MS_BIND | libc::MS_REC;
     check(
         libc::mount(p.rootfs.as_ptr(), p.rootfs.as_ptr(), ptr::null(), bind, ptr::null()),

@@ -205,7 +205,7 @@ fn describe(plan: &Plan, step: Step, index: u32) -> Option<String> {
         Step::Workdir => Some(plan.cwd.display()),
         Step::CgroupJoin => plan.cgroup_join.get(i).map(|p| p.to_string_lossy().into_owned()),
         Step::Exec => plan.argv.first().map(|a| a.to_string_lossy().into_owned()),
-        Step::BindRootfs | Step::OpenRootfs | Step::PivotRoot => {
+        Step::BindRootfs | Step::OpenRootfs | Step::PivotRoot | Step::Overlay => {
             Some(plan.rootfs.to_string_lossy().into_owned())
         }
         _ => None,

@@ -89,10 +89,21 @@ pub struct Caps {
     pub last_cap: u32,
 }
 
+/// An overlayfs to mount at the rootfs path first, inside the container's mount namespace.
+#[derive(Debug)]
+pub struct Overlay {
+    /// `lowerdir=…,upperdir=…,workdir=…` (at most a page: the kernel's limit).
+    pub data: CString,
+    /// Directory to chdir into first, when the paths in `data` are relative to it (which is
+    /// how many layers fit in one page).
+    pub chdir: Option<CString>,
+}
+
 /// Everything the child does, decided by the parent.
 #[derive(Debug)]
 pub struct Plan {
     pub rootfs: CString,
+    pub overlay: Option<Overlay>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     /// Candidate absolute paths for argv[0] (PATH lookup done in the parent).

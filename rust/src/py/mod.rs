@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::{Error, Step};
-use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Plan, RootPath};
+use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Overlay, Plan, RootPath};
 use crate::{cgroup, process, seccomp};
 
 pyo3::import_exception!(kobako.errors, StartError);
@@ -45,6 +45,8 @@ type PyMount = (Option<String>, String, Option<String>, u64, Option<String>, boo
 #[pyo3(from_item_all)]
 struct PyPlan {
     rootfs: String,
+    /// (mount data, directory to chdir into first)
+    overlay: Option<(String, Option<String>)>,
     argv: Vec<String>,
     env: Vec<String>,
     exec_paths: Vec<String>,
@@ -108,6 +110,15 @@ impl TryFrom<PyPlan> for Plan {
         let (bounding, effective, permitted, inheritable, ambient, last_cap) = p.caps;
         Ok(Plan {
             rootfs: cstring(&p.rootfs)?,
+            overlay: p
+                .overlay
+                .map(|(data, chdir)| {
+                    Ok::<_, Error>(Overlay {
+                        data: cstring(&data)?,
+                        chdir: chdir.as_deref().map(cstring).transpose()?,
+                    })
+                })
+                .transpose()?,
             argv: cstrings(&p.argv)?,
             env: cstrings(&p.env)?,
             exec_paths: cstrings(&p.exec_paths)?,
