@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kobako import CommandNotExecutable, CommandNotFound, InvalidArgument, NotFound
+from kobako.fixtures import busybox_rootfs
 from kobako.runtime import Mount, Overlay, Process, Resources, Security, Spec, run
 from tests.conftest import KOBAKO, kobako
 
@@ -120,14 +121,14 @@ def test_proc_masked_and_readonly(busybox: Path) -> None:
         assert sh(busybox, "wc -c < /proc/kcore").stdout.strip() == "0"
 
 
-def test_device_allowlist(busybox: Path) -> None:
+def test_device_allowlist(rootfs: Path) -> None:
     # CAP_MKNOD lets a container make any node; the cgroup's allowlist (v1 devices controller,
     # v2 BPF program) must still refuse to open a disk or /dev/mem through it.
     script = (
         "mknod /tmp/disk b 8 0 && echo made; head -c1 /tmp/disk; echo rc=$?; "
         "mknod /tmp/mem c 1 1; head -c1 /tmp/mem; echo rc=$?; head -c1 /dev/zero | wc -c"
     )
-    out = sh(busybox, script)
+    out = sh(rootfs, script)
     assert out.stdout.split() == ["made", "rc=1", "rc=1", "1"], out
     assert out.stderr.count("Operation not permitted") == 2
 
@@ -293,7 +294,7 @@ def test_overlay_rootfs_layers_whiteouts_and_upper(busybox: Path, tmp_path: Path
     assert os.listdir(merged) == []  # the mount lived in the container's namespace only
 
 
-def test_overlay_many_layers(busybox: Path, tmp_path: Path) -> None:
+def test_overlay_many_layers(tmp_path: Path) -> None:
     base = tmp_path / ("l" * 40)
     layers = []
     for i in range(40):
@@ -301,8 +302,7 @@ def test_overlay_many_layers(busybox: Path, tmp_path: Path) -> None:
         (d / "layers").mkdir(parents=True)
         (d / "layers" / f"{i}").write_text(str(i))
         layers.append(str(d))
-    bottom = base / "rootfs"
-    shutil.copytree(busybox, bottom, symlinks=True)
+    bottom = busybox_rootfs(base / "rootfs")
     upper, work, merged = base / "upper", base / "work", base / "merged"
     for d in (upper, work, merged):
         d.mkdir()
@@ -481,16 +481,25 @@ def test_interactive_tty_forwards_input(busybox: Path) -> None:
 def test_leftovers_of_a_killed_kobako_are_removed_by_the_next_run(busybox: Path) -> None:
     proc = subprocess.Popen([KOBAKO, "run", "--rm", "--rootfs", str(busybox), "sh", "-c",
                              "echo ready; sleep 100"], stdout=subprocess.PIPE)  # fmt: skip
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == b"ready\n"
-    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-        container = int(f.read().split()[0])
-    runtime = [d for d in glob.glob("/run/kobako/containers/*") if _pid_of(d) == container]
-    assert len(runtime) == 1
+    container = 0
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            container = int(f.read().split()[0])
+        deadline = time.monotonic() + 10  # kobako records the pid just after the start
+        while time.monotonic() < deadline:
+            runtime = [d for d in glob.glob("/run/kobako/containers/*") if _pid_of(d) == container]
+            if runtime:
+                break
+            time.sleep(0.02)
+        assert len(runtime) == 1
+    finally:
+        proc.kill()  # kobako dies with no chance to clean up
+        proc.wait()
+        if container:
+            os.kill(container, signal.SIGKILL)  # then its orphaned container ends
     cid = os.path.basename(runtime[0])
-    proc.kill()  # kobako dies with no chance to clean up
-    proc.wait()
-    os.kill(container, signal.SIGKILL)  # then its orphaned container ends
     deadline = time.monotonic() + 10
     while os.path.exists(f"/proc/{container}") and time.monotonic() < deadline:
         time.sleep(0.05)
