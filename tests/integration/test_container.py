@@ -400,6 +400,14 @@ def test_signals_forwarded(busybox: Path) -> None:
     assert proc.wait(timeout=30) == 42
 
 
+def test_init_shows_nothing_of_kobako(busybox: Path) -> None:
+    # the init is a fork of kobako that never execs: its cmdline and environ were kobako's
+    script = "tr '\\0' ' ' < /proc/1/cmdline; echo; tr -d '\\0' < /proc/1/environ | wc -c"
+    out = sh(busybox, script, "--init", "-e", "MARKER=secret")
+    assert out.stdout.split() == ["kobako-init", "0"], out
+    assert str(busybox) not in out.stdout
+
+
 def test_init_reaps_and_forwards(busybox: Path) -> None:
     out = sh(
         busybox,

@@ -30,6 +30,8 @@ pub struct ChildArgs<'a> {
     pub argv: &'a [*const c_char],
     pub envp: &'a [*const c_char],
     pub seccomp: Option<libc::sock_fprog>,
+    /// What `--init` blanks of kobako's own command line and environment.
+    pub scrub: init::Scrub,
 }
 
 /// Report a failure to the parent and exit.
@@ -281,7 +283,7 @@ unsafe fn exec(a: &ChildArgs) -> ! {
     }
     libc::umask(0o022);
     if a.plan.init {
-        init::fork_and_supervise(a.sock);
+        init::fork_and_supervise(a.sock, &a.scrub);
     }
     let mut all: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut all);

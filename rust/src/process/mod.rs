@@ -118,6 +118,7 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
         argv: &argv,
         envp: &envp,
         seccomp,
+        scrub: if plan.init { init::Scrub::of_self() } else { init::Scrub::default() },
     };
     let cgroupns = plan.namespaces & libc::CLONE_NEWCGROUP as u64 != 0;
     let base_flags = (plan.namespaces & !(libc::CLONE_NEWCGROUP as u64)) | sys::CLONE_PIDFD;
