@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["kobako", "kobako.errors", "kobako.runtime"])
+@pytest.mark.parametrize("module", ["kobako", "kobako.errors", "kobako.image", "kobako.runtime"])
 def test_all_names_exist(module: str) -> None:
     mod = importlib.import_module(module)
     assert mod.__all__ == sorted(mod.__all__)
