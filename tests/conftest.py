@@ -70,7 +70,9 @@ def _children() -> set[int]:
 
 
 def _runtime_dirs() -> set[str]:
-    return set(glob.glob("/run/kobako/containers/*"))
+    from kobako.runtime.lifecycle import RUN_DIR
+
+    return set(glob.glob(f"{RUN_DIR}/containers/*"))
 
 
 @pytest.fixture(autouse=True)

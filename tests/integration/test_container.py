@@ -20,6 +20,7 @@ import pytest
 from kobako import CommandNotExecutable, CommandNotFound, InvalidArgument, NotFound
 from kobako.fixtures import busybox_rootfs
 from kobako.runtime import Mount, Overlay, Process, Resources, Security, Spec, run
+from kobako.runtime.lifecycle import RUN_DIR
 from tests.conftest import KOBAKO, kobako
 
 pytestmark = pytest.mark.container
@@ -497,7 +498,7 @@ def test_leftovers_of_a_killed_kobako_are_removed_by_the_next_run(busybox: Path)
             container = int(f.read().split()[0])
         deadline = time.monotonic() + 10  # kobako records the pid just after the start
         while time.monotonic() < deadline:
-            runtime = [d for d in glob.glob("/run/kobako/containers/*") if _pid_of(d) == container]
+            runtime = [d for d in glob.glob(f"{RUN_DIR}/containers/*") if _pid_of(d) == container]
             if runtime:
                 break
             time.sleep(0.02)
