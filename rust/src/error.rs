@@ -132,6 +132,9 @@ pub enum Error {
     /// A seccomp profile could not be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// A layer could not be extracted: the entry is hostile, malformed or could not be created.
+    #[error("layer {layer}: {entry}: {reason}")]
+    Layer { layer: String, entry: String, reason: String },
 }
 
 /// `strerror` without io::Error's " (os error N)" suffix.

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod layer;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

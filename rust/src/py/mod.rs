@@ -32,7 +32,7 @@ impl From<Error> for PyErr {
                 let errno = source.raw_os_error().unwrap_or(0);
                 StartError::new_err((message, what, errno, None::<String>))
             }
-            Error::Plan(_) | Error::Seccomp(_) => InvalidArgument::new_err(message),
+            Error::Plan(_) | Error::Seccomp(_) | Error::Layer { .. } => InvalidArgument::new_err(message),
         }
     }
 }
