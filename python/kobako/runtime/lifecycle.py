@@ -80,18 +80,46 @@ class _SignalForwarder:
         self.pid: int | None = None
         self.pending: list[int] = []
         self.saved: dict[int, Any] = {}
+        self.wakeup_r = self.wakeup_w = self.saved_wakeup = -1
 
     def __enter__(self) -> _SignalForwarder:
         try:
             for sig in _FORWARDED:
                 self.saved[sig] = _signal.signal(sig, self._handle)
         except ValueError:  # not the main thread, which alone receives signals
-            pass
+            return self
+        # A signal whose C-level handler runs just before we block in a system call would
+        # have its Python handler deferred until that call returns: the wakeup fd makes the
+        # wait return instead (see wait()).
+        self.wakeup_r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wakeup_w = w
+        self.saved_wakeup = _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
             _signal.signal(sig, handler)
+        if self.wakeup_r >= 0:
+            _signal.set_wakeup_fd(self.saved_wakeup)
+            os.close(self.wakeup_r)
+            os.close(self.wakeup_w)
+
+    def wait(self, pid: int, pidfd: int) -> int:
+        """waitpid(pid), running our handlers as soon as a signal arrives; the wait status."""
+        if self.wakeup_r < 0:
+            return os.waitpid(pid, 0)[1]
+        import select
+
+        while True:
+            ready, _, _ = select.select([pidfd, self.wakeup_r], [], [])
+            if self.wakeup_r in ready:
+                try:  # noqa: SIM105 (contextlib is slow to import)
+                    os.read(self.wakeup_r, 512)  # the handlers ran before select returned
+                except BlockingIOError:
+                    pass
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.pid is None:
@@ -174,12 +202,16 @@ _START_GRACE_S = 60.0
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if gone."""
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None if it is
+    gone, or dead and not yet reaped (a zombie: its parent may never reap it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def _write_pid(runtime_dir: str, pid: int) -> None:
@@ -292,8 +324,8 @@ def _run(
         _write_pid(made.runtime_dir, pid)
         if pty:
             pty.close_slave()
-            pty.proxy(stdin=interactive)
-        _, status = os.waitpid(pid, 0)
+            pty.proxy(stdin=interactive, wakeup=forwarder.wakeup_r)
+        status = forwarder.wait(pid, made.pidfd)
     return Exit(
         status=_decode(status), oom_killed=cgroup.oom_killed(), stats=cgroup.stats(), id=cid
     )

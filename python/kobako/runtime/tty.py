@@ -67,13 +67,15 @@ class Pty:
             signal.signal(signal.SIGWINCH, old)
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
-    def proxy(self, stdin: bool) -> None:
+    def proxy(self, stdin: bool, wakeup: int = -1) -> None:
         """Copy stdin to the container and its output to stdout until it closes the pty.
 
         Args:
             stdin: Forward our stdin (``-i``); otherwise the container gets no input.
+            wakeup: The signal wakeup fd, drained here so that a signal's Python handler runs
+                at once rather than when the next output arrives.
         """
-        readers = [self.master] + ([0] if stdin else [])
+        readers = [self.master] + ([0] if stdin else []) + ([wakeup] if wakeup >= 0 else [])
         with self._raw():
             while True:
                 try:
@@ -90,6 +92,9 @@ class Pty:
                     if not data:
                         return
                     _write_all(1, data)
+                if wakeup in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup, 512)
                 if 0 in ready:
                     data = os.read(0, 65536)
                     if not data:
