@@ -71,6 +71,9 @@ pub unsafe fn fork_and_supervise(sock: c_int, scrub: &Scrub) {
     // The exec'ing child holds the sync socket until execve; the init must not keep it open.
     libc::close(sock);
     scrub.apply();
+    // The rest of kobako's memory is still mapped here: not dumpable means no process in the
+    // container can ptrace this one or read its /proc/1/mem and /proc/1/maps.
+    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     supervise(pid as libc::pid_t)
 }
 
