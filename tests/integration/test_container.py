@@ -595,7 +595,6 @@ def test_api_errors_are_typed(busybox: Path, tmp_path: Path) -> None:
     with pytest.raises(CommandNotFound) as e:
         run(Spec(root=str(busybox), process=Process(args=("nope",))))
     assert e.value.exit_code == 127 and e.value.step == "exec"
-    (tmp_path / "rootfs").mkdir()
     with pytest.raises(NotFound):
         run(Spec(root=str(tmp_path / "missing"), process=Process(args=("true",))))
     with pytest.raises(InvalidArgument):

@@ -214,6 +214,7 @@ def build_plan(
     cgroup_fd: int | None,
     cgroup_join: tuple[str, ...],
     cgroup_mounts: tuple[Mount, ...],
+    caps: frozenset[str],
     seccomp: bytes | None,
 ) -> dict[str, Any]:
     """Compose the native launch plan for ``spec``.
@@ -228,6 +229,7 @@ def build_plan(
         cgroup_fd: v2 cgroup directory fd for CLONE_INTO_CGROUP.
         cgroup_join: Files the child writes 0 into to join its cgroup (v1; v2 without clone3).
         cgroup_mounts: What to mount at /sys/fs/cgroup.
+        caps: The capabilities to keep (:func:`capability_names`).
         seccomp: The compiled BPF program, or None.
 
     Raises:
@@ -317,7 +319,7 @@ def build_plan(
     ]
 
     user = _user(spec)
-    caps = parse.capability_mask(capability_names(spec))
+    mask = parse.capability_mask(caps)
     last_cap = _last_cap()
     env = _env(spec, hostname, user.home)
     rlimits = []
@@ -353,7 +355,7 @@ def build_plan(
         "uid": user.uid,
         "gid": user.gid,
         "groups": list(user.additional_gids),
-        "caps": (caps, caps, caps, 0, 0, last_cap),
+        "caps": (mask, mask, mask, 0, 0, last_cap),
         "no_new_privs": sec.no_new_privileges,
         "seccomp": seccomp,
         "tty_fd": tty_fd,

@@ -306,6 +306,7 @@ def _run(
 
         made.pty = open_pty()
     pty = made.pty
+    caps = launch.capability_names(spec)  # read once: it reads /proc/self/status
     plan = launch.build_plan(
         spec,
         runtime_dir=made.runtime_dir,
@@ -316,7 +317,8 @@ def _run(
         cgroup_fd=cgroup.clone_fd,
         cgroup_join=cgroup.join_files,
         cgroup_mounts=cgroup.container_mounts(),
-        seccomp=_seccomp(spec, launch.capability_names(spec)),
+        caps=caps,
+        seccomp=_seccomp(spec, caps),
     )
     with _SignalForwarder() as forwarder:
         pid, made.pidfd = _native.spawn(plan)
