@@ -6,7 +6,12 @@ and exits with its :attr:`KobakoError.exit_code` (125 unless said otherwise, as 
 
     KobakoError                      base; .exit_code
     ├── InvalidArgument (ValueError) a flag, spec field or parsed value is wrong
-    ├── NotFound                     a rootfs, file, user or group that does not exist
+    ├── NotFound                     a rootfs, file, user, group or object that does not exist
+    │   ├── ImageNotFound            no image has that name or ID
+    │   └── ContainerNotFound        no container has that name or ID
+    ├── Conflict                     the operation clashes with the state (an image in use…)
+    ├── LayerError                   a layer cannot be applied; .layer, .entry, .reason
+    ├── DigestMismatch               content does not hash to its digest; .expected, .actual
     ├── CgroupError                  creating, limiting or removing a cgroup failed
     ├── StartError                   setting up the container failed; .step, .errno, .path
     │   ├── CommandNotFound          the command does not exist in the container (exit 127)
@@ -25,9 +30,14 @@ __all__ = [
     "CgroupError",
     "CommandNotExecutable",
     "CommandNotFound",
+    "Conflict",
     "ContainerError",
+    "ContainerNotFound",
+    "DigestMismatch",
+    "ImageNotFound",
     "InvalidArgument",
     "KobakoError",
+    "LayerError",
     "NotFound",
     "StartError",
 ]
@@ -46,6 +56,50 @@ class InvalidArgument(KobakoError, ValueError):
 
 class NotFound(KobakoError):
     """Something named by the caller does not exist (a rootfs, a user, a file)."""
+
+
+class ImageNotFound(NotFound):
+    """No image in the store has the name or ID asked for."""
+
+
+class ContainerNotFound(NotFound):
+    """No container has the name or ID asked for."""
+
+
+class Conflict(KobakoError):
+    """The operation clashes with what exists: an image a container uses, a name taken."""
+
+
+class LayerError(KobakoError):
+    """A layer could not be applied: a hostile or corrupt entry, a truncated stream.
+
+    Raised from the native extractor; nothing was written outside the layer's directory.
+
+    Attributes:
+        layer: The layer (its digest, or the file it came from).
+        entry: The tar entry that failed (``"<stream>"`` for the stream itself).
+        reason: What was wrong with it.
+    """
+
+    def __init__(self, message: str, layer: str = "", entry: str = "", reason: str = ""):
+        super().__init__(message)
+        self.layer = layer
+        self.entry = entry
+        self.reason = reason
+
+
+class DigestMismatch(KobakoError):
+    """Content does not hash to the digest it should have; nothing of it was kept.
+
+    Attributes:
+        expected: The digest the content was supposed to have.
+        actual: The digest it has.
+    """
+
+    def __init__(self, expected: str, actual: str, message: str = "") -> None:
+        super().__init__(message or f"digest mismatch: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
 
 
 class CgroupError(KobakoError):
