@@ -2,7 +2,14 @@
 
 from typing import Any
 
-__all__ = ["attach_device_filter", "compile_seccomp", "read_in_root", "spawn"]
+__all__ = [
+    "attach_device_filter",
+    "compile_seccomp",
+    "extract_layer",
+    "pack_layer",
+    "read_in_root",
+    "spawn",
+]
 
 def spawn(plan: dict[str, Any]) -> tuple[int, int]:
     """Clone the container's first process per ``plan``; return ``(pid, pidfd)`` after execve.
@@ -24,3 +31,61 @@ def read_in_root(root: str, path: str, limit: int) -> bytes | None:
 
 def attach_device_filter(cgroup_fd: int, rules: list[tuple[str, int, int, str]]) -> None:
     """Attach a v2 device allowlist ``(type, major, minor, access)`` to a cgroup directory fd."""
+
+def extract_layer(
+    source_fd: int, target: str, layer: str, *, tee_fd: int | None = None
+) -> tuple[str, str, int, int]:
+    """Extract the layer read from ``source_fd`` (to its end) into the directory ``target``.
+
+    The blob may be a plain, gzip or zstd tar (told by its magic bytes). Every path is resolved
+    inside ``target``; OCI whiteouts become overlayfs's (a 0:0 character device, the xattr
+    ``trusted.overlay.opaque=y``). The GIL is released meanwhile. Neither fd is closed.
+
+    Args:
+        source_fd: Where the blob is read from, from its current offset to its end.
+        target: An existing directory to extract into (normally empty).
+        layer: The layer's name in errors (its digest, or the file it came from).
+        tee_fd: If given, receives every byte read from ``source_fd``, as read.
+
+    Returns:
+        ``(blob digest, diff ID, bytes read, entries)``, digests as ``sha256:<hex>``.
+
+    Raises:
+        kobako.errors.LayerError: A hostile, corrupt or truncated layer, or a failure to
+            create an entry; ``.layer``, ``.entry`` and ``.reason`` say which. What was
+            extracted before stays in ``target``, and nothing was written outside it.
+        kobako.errors.InvalidArgument: A negative or closed fd.
+    """
+
+def pack_layer(
+    source: str,
+    out_fd: int,
+    *,
+    compression: str = "none",
+    overlay_whiteouts: bool = False,
+    level: int | None = None,
+) -> tuple[str, str, int]:
+    """Write the tree at ``source`` as a layer tar to ``out_fd`` (not closed).
+
+    Entries come in byte order of names, without following symlinks, with their modes,
+    owners, whole-second mtimes and xattrs (PAX ``SCHILY.xattr.*``, ``security.selinux``
+    left out); hard links become links to the first path. The same tree gives the same bytes.
+    The GIL is released meanwhile.
+
+    Args:
+        source: The directory whose contents become the layer (the root has no entry).
+        out_fd: Where the blob is written, from its current offset.
+        compression: ``"none"``, ``"gzip"`` or ``"zstd"``.
+        overlay_whiteouts: ``source`` is an overlayfs upper directory: 0:0 character devices
+            become ``.wh.NAME`` files, opaque directories get ``.wh..wh..opq``, and
+            ``trusted.overlay.*`` xattrs are dropped.
+        level: The compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+
+    Returns:
+        ``(blob digest, diff ID, bytes written)``, digests as ``sha256:<hex>``.
+
+    Raises:
+        kobako.errors.LayerError: An entry of ``source`` or the output could not be read or
+            written; ``.entry`` names it (``"<stream>"`` for the output).
+        kobako.errors.InvalidArgument: An unknown compression, a level out of range, a bad fd.
+    """

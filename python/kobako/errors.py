@@ -143,11 +143,26 @@ class ContainerError(KobakoError):
         exit_status: The exit status as docker reports it (128+N for signal N).
         command: The command that ran.
         stderr: What the command wrote to stderr, if it was captured.
+        container: The container (a ``kobako.containers.Container``), unless it was removed.
+        image: The image it ran, as named.
     """
 
-    def __init__(self, exit_status: int, command: list[str], stderr: bytes | None = None):
+    def __init__(
+        self,
+        exit_status: int,
+        command: list[str],
+        stderr: bytes | None = None,
+        *,
+        container: object = None,
+        image: str | None = None,
+    ):
         detail = f": {stderr.decode(errors='replace').strip()}" if stderr else ""
-        super().__init__(f"command {command!r} returned non-zero exit status {exit_status}{detail}")
+        where = f" in image {image}" if image else ""
+        super().__init__(
+            f"command {command!r}{where} returned non-zero exit status {exit_status}{detail}"
+        )
         self.exit_status = exit_status
         self.command = command
         self.stderr = stderr
+        self.container = container
+        self.image = image

@@ -3,9 +3,10 @@
 //! Names passed to the `Dir` methods are single components (no `/`); multi-component paths go
 //! only through openat2 with RESOLVE_IN_ROOT, so nothing here resolves outside the layer root.
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -38,6 +39,8 @@ struct OpenHow {
 /// An open directory (O_RDONLY, so xattrs, modes and times can be set through it).
 pub(super) struct Dir {
     pub(super) fd: OwnedFd,
+    /// Whether the directory is setgid (what it creates takes its group), once asked.
+    setgid: Cell<Option<bool>>,
 }
 
 fn os_err(what: &str, name: &[u8]) -> String {
@@ -53,6 +56,24 @@ fn check(rc: libc::c_int, what: &str, name: &[u8]) -> Result<(), String> {
 }
 
 impl Dir {
+    fn new(fd: OwnedFd) -> Dir {
+        Dir { fd, setgid: Cell::new(None) }
+    }
+
+    /// Whether what is created here takes this directory's group rather than the creator's.
+    pub(super) fn is_setgid(&self) -> Result<bool, String> {
+        if let Some(setgid) = self.setgid.get() {
+            return Ok(setgid);
+        }
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: st is a valid out pointer for an fd we hold.
+        check(unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) }, "stat", b".")?;
+        let setgid = st.st_mode & libc::S_ISGID != 0;
+        self.setgid.set(Some(setgid));
+        Ok(setgid)
+    }
+
     /// Open the target directory itself, once.
     pub(super) fn open_root(path: &Path) -> std::io::Result<Dir> {
         let c = CString::new(path.as_os_str().as_bytes())?;
@@ -62,7 +83,7 @@ impl Dir {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fd was just opened and is not owned elsewhere.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Dir::new(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Open the directory at `path` (components joined by `/`, empty for the root itself),
@@ -98,7 +119,7 @@ impl Dir {
             return Err(format!("open directory {}: {reason}", String::from_utf8_lossy(path)));
         }
         // SAFETY: fd was just opened and is not owned elsewhere.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Dir::new(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Open the child directory `name`, never through a symlink.
@@ -115,13 +136,13 @@ impl Dir {
             return Err(os_err("open directory", name.to_bytes()));
         }
         // SAFETY: fd was just opened and is not owned elsewhere.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Dir::new(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// mkdirat(name, 0755): false if the name is taken (by anything, even a symlink).
-    pub(super) fn mkdir(&self, name: &CStr) -> Result<bool, String> {
+    /// mkdirat(name, mode): false if the name is taken (by anything, even a symlink).
+    pub(super) fn mkdir(&self, name: &CStr, mode: u32) -> Result<bool, String> {
         // SAFETY: name is NUL-terminated.
-        let rc = unsafe { libc::mkdirat(self.fd.as_raw_fd(), name.as_ptr(), 0o755) };
+        let rc = unsafe { libc::mkdirat(self.fd.as_raw_fd(), name.as_ptr(), mode) };
         if rc < 0 {
             if errno() == libc::EEXIST {
                 return Ok(false);
@@ -131,15 +152,16 @@ impl Dir {
         Ok(true)
     }
 
-    /// Create a new regular file; None if the name is taken (a symlink there is not followed).
-    pub(super) fn create_file(&self, name: &CStr) -> Result<Option<OwnedFd>, String> {
+    /// Create a new regular file with `mode` (less the umask); None if the name is taken (a
+    /// symlink there is not followed).
+    pub(super) fn create_file(&self, name: &CStr, mode: u32) -> Result<Option<OwnedFd>, String> {
         // SAFETY: name is NUL-terminated; the fd returned is owned by us.
         let fd = unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
+                mode,
             )
         };
         if fd < 0 {
@@ -168,6 +190,24 @@ impl Dir {
         check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) }, "unlink", name.to_bytes())
     }
 
+    /// Whether new entries here get a default ACL rather than the umask.
+    pub(super) fn has_default_acl(&self) -> bool {
+        // SAFETY: the key is NUL-terminated; a null buffer of size 0 only asks for the size.
+        let n = unsafe {
+            libc::fgetxattr(
+                self.fd.as_raw_fd(),
+                c"system.posix_acl_default".as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        n > 0
+    }
+
+    pub(super) fn is_symlink(&self, name: &CStr) -> Result<bool, String> {
+        Ok(self.lstat(name)?.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK))
+    }
+
     fn lstat(&self, name: &CStr) -> Result<Option<libc::stat>, String> {
         // SAFETY: an all-zero stat is a valid value to be overwritten.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -183,22 +223,25 @@ impl Dir {
         Ok(Some(st))
     }
 
-    fn remove_tree(&self, name: &CStr) -> Result<(), String> {
-        let child = self.open_child_dir(name)?;
+    /// The names in this directory (without `.` and `..`), in the order readdir gives them.
+    pub(super) fn list(&self) -> Result<Vec<CString>, String> {
         // SAFETY: dup of a valid fd; fdopendir takes ownership of the duplicate.
-        let dup = unsafe { libc::fcntl(child.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
-            return Err(os_err("dup", name.to_bytes()));
+            return Err(os_err("dup", b""));
         }
         // SAFETY: dup is a valid directory fd, owned by the DIR stream from here on.
         let dirp = unsafe { libc::fdopendir(dup) };
         if dirp.is_null() {
             // SAFETY: fdopendir failed, so dup is still ours to close.
             unsafe { libc::close(dup) };
-            return Err(os_err("opendir", name.to_bytes()));
+            return Err(os_err("opendir", b""));
         }
         let mut names = Vec::new();
         loop {
+            // readdir returns NULL both at the end and on error; only errno tells them apart.
+            // SAFETY: errno is thread-local.
+            unsafe { *libc::__errno_location() = 0 };
             // SAFETY: dirp is a valid open DIR stream.
             let ent = unsafe { libc::readdir64(dirp) };
             if ent.is_null() {
@@ -210,9 +253,18 @@ impl Dir {
                 names.push(n.to_owned());
             }
         }
+        let failed = errno();
         // SAFETY: dirp is valid and closed once.
         unsafe { libc::closedir(dirp) };
-        for n in names {
+        if failed != 0 {
+            return Err(format!("readdir: {}", strerror(failed)));
+        }
+        Ok(names)
+    }
+
+    fn remove_tree(&self, name: &CStr) -> Result<(), String> {
+        let child = self.open_child_dir(name)?;
+        for n in child.list()? {
             child.remove_existing(&n, false)?;
         }
         // SAFETY: name is NUL-terminated.
@@ -273,14 +325,28 @@ fn set_xattr(fd: RawFd, key: &CStr, value: &[u8]) -> Result<(), String> {
 }
 
 /// Ownership, then xattrs (chown drops security.capability), then mode (chown drops setuid).
-pub(super) fn set_meta_fd(fd: RawFd, meta: &Meta) -> Result<(), String> {
-    // SAFETY: plain integer arguments on an fd we hold.
-    check(unsafe { libc::fchown(fd, meta.uid, meta.gid) }, "chown", b"")?;
+/// `created` says what creating the inode already gave it, which is then not set again.
+pub(super) fn set_meta_fd(fd: RawFd, meta: &Meta, created: Created) -> Result<(), String> {
+    if !created.owner {
+        // SAFETY: plain integer arguments on an fd we hold.
+        check(unsafe { libc::fchown(fd, meta.uid, meta.gid) }, "chown", b"")?;
+    }
     for (key, value) in &meta.xattrs {
         set_xattr(fd, key, value)?;
     }
+    // (A chown of an inode without setuid or setgid bits leaves its mode as it was.)
+    if created.mode {
+        return Ok(());
+    }
     // SAFETY: plain integer arguments on an fd we hold.
     check(unsafe { libc::fchmod(fd, meta.mode) }, "chmod", b"")
+}
+
+/// What an inode got right at its creation: its owner and group, its mode.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Created {
+    pub(super) owner: bool,
+    pub(super) mode: bool,
 }
 
 pub(super) fn set_mtime_fd(fd: RawFd, mtime: i64) -> Result<(), String> {
@@ -297,32 +363,54 @@ pub(super) fn link(tdir: &Dir, tname: &CStr, dir: &Dir, name: &CStr) -> Result<(
     check(rc, "link to", tname.to_bytes())
 }
 
-/// Copy the entry's data into `fd`; for a sparse entry, all-zero blocks become holes.
-pub(super) fn write_all(fd: &OwnedFd, src: &mut impl Read, sparse: bool, size: u64) -> Result<u64, String> {
+/// Copy the entry's `size` bytes of data into `fd` through `buf` (fewer is an error).
+pub(super) fn write_all(fd: &OwnedFd, src: &mut impl Read, buf: &mut [u8], size: u64) -> Result<(), String> {
+    if size == 0 {
+        return Ok(());
+    }
     // SAFETY: the File borrows fd for this call only and is never dropped (ManuallyDrop).
     let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
-    let mut buf = vec![0u8; (size.min(1 << 17) as usize).max(1)];
+    let written = copy(src, &mut file, buf, size)?;
+    if written != size {
+        return Err(format!("truncated: {written} of {size} bytes"));
+    }
+    Ok(())
+}
+
+/// Copy an old GNU sparse entry's data segments to their offsets, then set the file's size:
+/// what lies between them stays a hole.
+pub(super) fn write_sparse(
+    fd: &OwnedFd,
+    src: &mut impl Read,
+    buf: &mut [u8],
+    map: &[(u64, u64)],
+    size: u64,
+) -> Result<(), String> {
+    // SAFETY: the File borrows fd for this call only and is never dropped (ManuallyDrop).
+    let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    for &(offset, length) in map {
+        file.seek(SeekFrom::Start(offset)).map_err(|e| format!("seek: {e}"))?;
+        let copied = copy(src, &mut file, buf, length)?;
+        if copied != length {
+            return Err(format!("truncated: a sparse segment of {length} bytes has {copied}"));
+        }
+    }
+    file.set_len(size).map_err(|e| format!("truncate: {e}"))
+}
+
+/// Copy at most `limit` bytes from `src` to `dst`; return how many.
+fn copy(src: &mut impl Read, dst: &mut File, buf: &mut [u8], limit: u64) -> Result<u64, String> {
     let mut total = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
+    while total < limit {
+        let want = (buf.len() as u64).min(limit - total) as usize;
+        let n = match src.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("read: {e}")),
         };
-        if sparse && buf[..n].iter().all(|&b| b == 0) {
-            // SAFETY: plain integer arguments on an fd we hold.
-            if unsafe { libc::lseek(fd.as_raw_fd(), n as libc::off_t, libc::SEEK_CUR) } < 0 {
-                return Err(os_err("seek", b""));
-            }
-        } else {
-            file.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
-        }
+        dst.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
         total += n as u64;
-    }
-    if sparse {
-        // SAFETY: plain integer arguments on an fd we hold.
-        check(unsafe { libc::ftruncate(fd.as_raw_fd(), total as libc::off_t) }, "truncate", b"")?;
     }
     Ok(total)
 }

@@ -148,7 +148,7 @@ fn rich_tar() -> Vec<u8> {
 fn round_trip_plain() {
     let s = Scratch::new();
     let tar = rich_tar();
-    let out = extract(&tar[..], &s.target(), "L").unwrap();
+    let out = extract(&tar[..], None, &s.target(), "L").unwrap();
     assert_eq!(out.diff_id, sha(&tar));
     assert_eq!(out.compressed_digest, sha(&tar));
     assert_eq!(out.entries, 11);
@@ -198,7 +198,7 @@ fn gzip_and_zstd_are_detected() {
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
     for blob in [gz, zst] {
         let s = Scratch::new();
-        let out = extract(&blob[..], &s.target(), "L").unwrap();
+        let out = extract(&blob[..], None, &s.target(), "L").unwrap();
         assert_eq!(out.diff_id, sha(&tar));
         assert_eq!(out.compressed_digest, sha(&blob));
         assert_eq!(fs::read(s.target().join("d/suid")).unwrap(), b"hello world\n");
@@ -215,7 +215,7 @@ fn whiteouts_become_overlay_form() {
         raw(b, "c/.wh..wh..opq", EntryType::Regular, "", b"");
         raw(b, "c/kept", EntryType::Regular, "", b"x");
     });
-    extract(&tar[..], &s.target(), "L").unwrap();
+    extract(&tar[..], None, &s.target(), "L").unwrap();
     let w = fs::symlink_metadata(s.target().join("a/gone")).unwrap();
     assert!(w.file_type().is_char_device());
     assert_eq!((w.rdev(), w.uid(), w.gid()), (0, 0, 0));
@@ -226,27 +226,21 @@ fn whiteouts_become_overlay_form() {
 }
 
 #[test]
-fn absolute_names_stay_inside() {
-    let s = Scratch::new();
-    let tar = tar_of(|b| raw(b, "/etc/passwd", EntryType::Regular, "", b"root"));
-    extract(&tar[..], &s.target(), "L").unwrap();
-    assert_eq!(fs::read(s.target().join("etc/passwd")).unwrap(), b"root");
-    s.assert_sentinel_untouched();
+fn absolute_names_fail() {
+    assert_hostile("/etc/passwd", |b, _| raw(b, "/etc/passwd", EntryType::Regular, "", b"root"));
+    assert_hostile("/", |b, _| raw(b, "/", EntryType::Directory, "", b""));
+    assert_hostile("h", |b, _| {
+        raw(b, "f", EntryType::Regular, "", b"x");
+        raw(b, "h", EntryType::Link, "/f", b"");
+    });
 }
 
 #[test]
-fn regular_file_replaces_symlink_itself() {
-    let s = Scratch::new();
-    let keep = s.sentinel().join("keep");
-    let keep = keep.to_str().unwrap();
-    let tar = tar_of(|b| {
-        raw(b, "s", EntryType::Symlink, keep, b"");
+fn regular_file_over_a_symlink_fails() {
+    assert_hostile("s", |b, sentinel| {
+        raw(b, "s", EntryType::Symlink, &format!("{sentinel}/keep"), b"");
         raw(b, "s", EntryType::Regular, "", b"evil");
     });
-    extract(&tar[..], &s.target(), "L").unwrap();
-    assert!(fs::symlink_metadata(s.target().join("s")).unwrap().file_type().is_file());
-    assert_eq!(fs::read(s.target().join("s")).unwrap(), b"evil");
-    s.assert_sentinel_untouched();
 }
 
 /// Each hostile layer fails, names the layer and the entry, and writes nothing outside.
@@ -255,7 +249,7 @@ fn assert_hostile(entry: &str, build: impl FnOnce(&mut Builder<Vec<u8>>, &str)) 
     let sentinel = s.sentinel();
     let sentinel = sentinel.to_str().unwrap().to_string();
     let tar = tar_of(|b| build(b, &sentinel));
-    let err = extract(&tar[..], &s.target(), "sha256:bad").unwrap_err().to_string();
+    let err = extract(&tar[..], None, &s.target(), "sha256:bad").unwrap_err().to_string();
     assert!(err.starts_with("layer sha256:bad: "), "{err}");
     assert!(err.contains(entry), "{err} does not name {entry}");
     s.assert_sentinel_untouched();
@@ -323,15 +317,15 @@ fn truncated_stream_fails() {
     let tar = tar_of(|b| raw(b, "big", EntryType::Regular, "", &[7u8; 10_000]));
     let cut = &tar[..512 + 4000];
     let s = Scratch::new();
-    let err = extract(cut, &s.target(), "L").unwrap_err().to_string();
+    let err = extract(cut, None, &s.target(), "L").unwrap_err().to_string();
     assert!(err.contains("big"), "{err}");
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
-    let err = extract(&zst[..zst.len() - 10], &s.target(), "L").unwrap_err().to_string();
+    let err = extract(&zst[..zst.len() - 10], None, &s.target(), "L").unwrap_err().to_string();
     assert!(err.starts_with("layer L: "), "{err}");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
-    let err = extract(&gz[..gz.len() - 10], &s.target(), "L").unwrap_err().to_string();
+    let err = extract(&gz[..gz.len() - 10], None, &s.target(), "L").unwrap_err().to_string();
     assert!(err.starts_with("layer L: "), "{err}");
     s.assert_sentinel_untouched();
 }
@@ -340,7 +334,7 @@ fn truncated_stream_fails() {
 fn garbage_fails() {
     let s = Scratch::new();
     let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let err = extract(&junk[..], &s.target(), "L").unwrap_err().to_string();
+    let err = extract(&junk[..], None, &s.target(), "L").unwrap_err().to_string();
     assert!(err.starts_with("layer L: "), "{err}");
     s.assert_sentinel_untouched();
 }
@@ -353,7 +347,7 @@ fn whiteout_removes_what_the_layer_made() {
         raw(b, "a/.wh.b", EntryType::Regular, "", b"");
         raw(b, "a/b2/c", EntryType::Regular, "", b"y");
     });
-    extract(&tar[..], &s.target(), "L").unwrap();
+    extract(&tar[..], None, &s.target(), "L").unwrap();
     assert!(fs::symlink_metadata(s.target().join("a/b")).unwrap().file_type().is_char_device());
     assert_eq!(fs::read(s.target().join("a/b2/c")).unwrap(), b"y");
 }
@@ -380,7 +374,7 @@ fn gnu_sparse_file_keeps_holes() {
     };
     assert!(out.status.success());
     let s = Scratch::new();
-    extract(&out.stdout[..], &s.target(), "L").unwrap();
+    extract(&out.stdout[..], None, &s.target(), "L").unwrap();
     let got = s.target().join("sparse");
     let data = fs::read(&got).unwrap();
     assert_eq!(data.len(), 8 << 20);
@@ -400,7 +394,7 @@ fn layer_bench() {
     };
     let s = Scratch::new();
     let start = std::time::Instant::now();
-    let out = extract(fs::File::open(path).unwrap(), &s.target(), "bench").unwrap();
+    let out = extract(fs::File::open(path).unwrap(), None, &s.target(), "bench").unwrap();
     eprintln!("{} entries in {:?} ({})", out.entries, start.elapsed(), out.diff_id);
 }
 
@@ -421,7 +415,7 @@ fn entries_over_a_symlink_replace_the_link() {
                 b"",
             );
         });
-        extract(&tar[..], &s.target(), "L").unwrap();
+        extract(&tar[..], None, &s.target(), "L").unwrap();
         let md = fs::symlink_metadata(s.target().join("s")).unwrap();
         match kind {
             EntryType::Directory => assert!(md.is_dir()),
@@ -431,4 +425,331 @@ fn entries_over_a_symlink_replace_the_link() {
         }
         s.assert_sentinel_untouched();
     }
+}
+
+// --- Packing: the tree → tar direction, checked by extracting what it wrote. ---
+
+fn set_xattr(path: &Path, key: &str, value: &[u8]) {
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let k = CString::new(key).unwrap();
+    // SAFETY: valid strings and buffer.
+    let rc = unsafe { libc::lsetxattr(p.as_ptr(), k.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr {key} on {}", path.display());
+}
+
+fn mknod(path: &Path, fmt: libc::mode_t, dev: libc::dev_t) {
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid string.
+    assert_eq!(unsafe { libc::mknod(p.as_ptr(), fmt | 0o640, dev) }, 0, "mknod {}", path.display());
+}
+
+fn lchown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+fn set_mtime(path: &Path, mtime: i64) {
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let t = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
+    // SAFETY: valid string and two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(rc, 0);
+}
+
+/// A tree with every kind of entry the packer writes, and fields that need PAX records.
+fn rich_tree(root: &Path) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let long_dir = root.join("long").join("d".repeat(120));
+    fs::create_dir_all(&long_dir).unwrap();
+    fs::write(long_dir.join("f".repeat(150)), b"long").unwrap();
+    fs::create_dir(root.join("tmp")).unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::create_dir(root.join("sg")).unwrap();
+    fs::set_permissions(root.join("sg"), fs::Permissions::from_mode(0o2750)).unwrap();
+    fs::write(root.join("sg/suid"), b"#!/bin/sh\n").unwrap();
+    lchown(&root.join("sg/suid"), 3_000_000, 4_000_000);
+    fs::set_permissions(root.join("sg/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let caps = [1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    set_xattr(&root.join("sg/suid"), "security.capability", &caps);
+    set_xattr(&root.join("sg/suid"), "user.note", b"binary\x00\xff=value");
+    fs::write(root.join("empty"), b"").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(root.join("big"), &big).unwrap();
+    fs::hard_link(root.join("big"), root.join("tmp/big-link")).unwrap();
+    symlink("sg/suid", root.join("rel-link")).unwrap();
+    symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+    symlink(long_dir.join("f".repeat(150)), root.join("long-target")).unwrap();
+    lchown(&root.join("rel-link"), 7, 8);
+    mknod(&root.join("null"), libc::S_IFCHR, libc::makedev(1, 3));
+    mknod(&root.join("loop9"), libc::S_IFBLK, libc::makedev(7, 9));
+    mknod(&root.join("fifo"), libc::S_IFIFO, 0);
+    set_xattr(&root.join("tmp"), "trusted.kobako", b"dir");
+    for (i, p) in ["empty", "big", "rel-link", "dangling", "null", "fifo", "sg/suid", "sg", "tmp", "long"]
+        .iter()
+        .enumerate()
+    {
+        set_mtime(&root.join(p), 1_600_000_000 + i as i64);
+    }
+}
+
+/// Every entry below `root`: its type, mode, owner, mtime, contents or target, xattrs, and the
+/// first path of its inode when it has several links.
+fn snapshot(root: &Path) -> Vec<String> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<String>,
+        inodes: &mut std::collections::HashMap<u64, String>,
+    ) {
+        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let ft = md.file_type();
+            let what = if ft.is_dir() {
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if ft.is_file() {
+                format!("file {}", sha(&fs::read(&p).unwrap()))
+            } else {
+                format!("node {:o} {}", md.mode() & libc::S_IFMT, md.rdev())
+            };
+            let linked = if !ft.is_dir() && md.nlink() > 1 {
+                inodes.entry(md.ino()).or_insert_with(|| rel.clone()).clone()
+            } else {
+                String::new()
+            };
+            let mut keys = Vec::new();
+            for key in ["security.capability", "user.note", "trusted.kobako", "trusted.overlay.opaque"] {
+                if let Some(v) = xattr(&p, key) {
+                    keys.push(format!("{key}={v:?}"));
+                }
+            }
+            out.push(format!(
+                "{rel}: {what} mode={:o} {}:{} mtime={} nlink-group={linked} xattrs={keys:?}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid(),
+                md.mtime()
+            ));
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out, &mut std::collections::HashMap::new());
+    out
+}
+
+fn pack_to_vec(root: &Path, compression: super::Compression, overlay: bool) -> (super::Packed, Vec<u8>) {
+    let mut out = Vec::new();
+    let packed = super::pack(root, &mut out, compression, overlay).unwrap();
+    (packed, out)
+}
+
+#[test]
+fn pack_round_trip() {
+    use super::Compression;
+    let src = Scratch::new();
+    rich_tree(&src.target());
+    let want = snapshot(&src.target());
+    for compression in [Compression::None, Compression::Gzip(6), Compression::Zstd(3)] {
+        let (packed, blob) = pack_to_vec(&src.target(), compression, false);
+        assert_eq!(packed.size, blob.len() as u64);
+        assert_eq!(packed.compressed_digest, sha(&blob));
+        let (again, blob_again) = pack_to_vec(&src.target(), compression, false);
+        assert_eq!((&again, &blob_again), (&packed, &blob), "{compression:?} is not deterministic");
+        let dst = Scratch::new();
+        let out = extract(&blob[..], None, &dst.target(), "L").unwrap();
+        assert_eq!((out.diff_id, out.compressed_digest), (packed.diff_id.clone(), packed.compressed_digest));
+        assert_eq!(snapshot(&dst.target()), want, "{compression:?}");
+        if compression == Compression::None {
+            assert_eq!(packed.diff_id, sha(&blob));
+        }
+    }
+}
+
+#[test]
+fn packed_tar_reads_as_gnu_tar_writes_names() {
+    let src = Scratch::new();
+    rich_tree(&src.target());
+    let (_, tar) = pack_to_vec(&src.target(), super::Compression::None, false);
+    let mut archive = tar::Archive::new(&tar[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect();
+    assert_eq!(names[0], "big");
+    assert!(names.contains(&"sg/".to_string()), "{names:?}");
+    assert!(names.contains(&"sg/suid".to_string()), "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('/') && !n.starts_with("./") && !n.is_empty()));
+    let long = format!("long/{}/{}", "d".repeat(120), "f".repeat(150));
+    assert!(names.contains(&long), "{names:?}");
+}
+
+#[test]
+fn whiteouts_convert_both_ways() {
+    use super::Compression;
+    let s = Scratch::new();
+    let layer = tar_of(|b| {
+        raw(b, "a/", EntryType::Directory, "", b"");
+        raw(b, "a/.wh.gone", EntryType::Regular, "", b"");
+        raw(b, "a/.wh.also", EntryType::Regular, "", b"");
+        raw(b, "c/", EntryType::Directory, "", b"");
+        raw(b, "c/.wh..wh..opq", EntryType::Regular, "", b"");
+        raw(b, "c/kept", EntryType::Regular, "", b"x");
+    });
+    extract(&layer[..], None, &s.target(), "L").unwrap();
+    // overlayfs shares one whiteout inode between whiteouts: a link must not become a Link.
+    fs::remove_file(s.target().join("a/also")).unwrap();
+    fs::hard_link(s.target().join("a/gone"), s.target().join("a/also")).unwrap();
+    set_xattr(&s.target().join("a"), "trusted.overlay.origin", b"\x00\xfb");
+
+    let (packed, tar) = pack_to_vec(&s.target(), Compression::None, true);
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut got = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let kind = e.header().entry_type();
+        let pax: Vec<String> = match e.pax_extensions().unwrap() {
+            Some(exts) => exts.map(|x| x.unwrap().key().unwrap().to_string()).collect(),
+            None => Vec::new(),
+        };
+        got.push((name, kind, e.size(), pax));
+    }
+    let reg = EntryType::Regular;
+    let dir = EntryType::Directory;
+    assert_eq!(
+        got,
+        [
+            ("a/".to_string(), dir, 0, vec![]),
+            ("a/.wh.also".to_string(), reg, 0, vec![]),
+            ("a/.wh.gone".to_string(), reg, 0, vec![]),
+            ("c/".to_string(), dir, 0, vec![]),
+            ("c/.wh..wh..opq".to_string(), reg, 0, vec![]),
+            ("c/kept".to_string(), reg, 1, vec![]),
+        ]
+    );
+    // Extracting what was packed gives the overlay form back.
+    let again = Scratch::new();
+    let out = extract(&tar[..], None, &again.target(), "L").unwrap();
+    assert_eq!(out.diff_id, packed.diff_id);
+    for name in ["a/gone", "a/also"] {
+        let md = fs::symlink_metadata(again.target().join(name)).unwrap();
+        assert!(md.file_type().is_char_device() && md.rdev() == 0, "{name}");
+    }
+    assert_eq!(xattr(&again.target().join("c"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(xattr(&again.target().join("a"), "trusted.overlay.origin"), None);
+
+    // Without the conversion, the overlay form is kept as it is (devices and xattrs).
+    let (_, plain) = pack_to_vec(&s.target(), Compression::None, false);
+    let kinds: Vec<_> = tar::Archive::new(&plain[..])
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (String::from_utf8(e.path_bytes().into_owned()).unwrap(), e.header().entry_type())
+        })
+        .collect();
+    assert!(kinds.contains(&("a/also".to_string(), EntryType::Char)), "{kinds:?}");
+    assert!(kinds.contains(&("a/gone".to_string(), EntryType::Link)), "{kinds:?}");
+    let dst = Scratch::new();
+    extract(&plain[..], None, &dst.target(), "L").unwrap();
+    assert_eq!(xattr(&dst.target().join("a"), "trusted.overlay.origin").as_deref(), Some(&b"\x00\xfb"[..]));
+}
+
+#[test]
+fn zstd_workers_do_not_change_the_bytes() {
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 20) as u8).collect();
+    let mut outs = Vec::new();
+    for workers in [1, 2, 4] {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_checksum(true).unwrap();
+        enc.multithread(workers).unwrap();
+        enc.write_all(&data).unwrap();
+        outs.push(enc.finish().unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(outs[0], outs[2]);
+}
+
+#[test]
+fn pack_errors_name_the_source() {
+    let err = super::pack(Path::new("/nonexistent/kobako"), Vec::new(), super::Compression::None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("layer /nonexistent/kobako: "), "{err}");
+}
+
+#[test]
+fn pax_values_may_hold_newlines() {
+    let src = Scratch::new();
+    let f = src.target().join("f");
+    fs::write(&f, b"x").unwrap();
+    // A value that a line-splitting parser would read as a `path` record of its own.
+    set_xattr(&f, "user.note", b"\n19 path=evil\n\n");
+    let caps = [1u8, 0, 0, 2, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    set_xattr(&f, "security.capability", &caps);
+    let (packed, tar) = pack_to_vec(&src.target(), super::Compression::None, false);
+    let dst = Scratch::new();
+    let out = extract(&tar[..], None, &dst.target(), "L").unwrap();
+    assert_eq!(out.diff_id, packed.diff_id);
+    let got = dst.target().join("f");
+    assert_eq!(xattr(&got, "user.note").as_deref(), Some(&b"\n19 path=evil\n\n"[..]));
+    assert_eq!(xattr(&got, "security.capability").as_deref(), Some(&caps[..]));
+    assert!(!dst.target().join("evil").exists());
+}
+
+#[test]
+fn pax_records_override_the_header() {
+    let s = Scratch::new();
+    let tar = tar_of(|b| {
+        let long = "p/".to_string() + &"q".repeat(150);
+        b.append_pax_extensions([
+            ("path", long.as_bytes()),
+            ("uid", &b"3000000"[..]),
+            ("mtime", &b"1234.5"[..]),
+            ("SCHILY.xattr.user.k", &b"v"[..]),
+        ])
+        .unwrap();
+        raw(b, "short", EntryType::Regular, "", b"data");
+        // Extension headers apply to the next entry only.
+        raw(b, "plain", EntryType::Regular, "", b"");
+    });
+    extract(&tar[..], None, &s.target(), "L").unwrap();
+    let long = s.target().join("p").join("q".repeat(150));
+    let md = fs::metadata(&long).unwrap();
+    assert_eq!((md.uid(), md.mtime()), (3_000_000, 1234));
+    assert_eq!(xattr(&long, "user.k").as_deref(), Some(&b"v"[..]));
+    assert!(!s.target().join("short").exists());
+    assert_eq!(fs::metadata(s.target().join("plain")).unwrap().uid(), 0);
+}
+
+#[test]
+fn bad_extension_headers_fail() {
+    let s = Scratch::new();
+    let tar = tar_of(|b| {
+        b.append_pax_extensions([("path", &b"a"[..])]).unwrap();
+        b.append_pax_extensions([("path", &b"b"[..])]).unwrap();
+        raw(b, "f", EntryType::Regular, "", b"");
+    });
+    let err = extract(&tar[..], None, &s.target(), "L").unwrap_err().to_string();
+    assert!(err.contains("two extension headers"), "{err}");
+    let tar = tar_of(|b| {
+        raw(b, "f", EntryType::Regular, "", b"");
+        b.append_pax_extensions([("path", &b"a"[..])]).unwrap();
+    });
+    let err = extract(&tar[..], None, &s.target(), "L").unwrap_err().to_string();
+    assert!(err.contains("without the entry"), "{err}");
+    let mut bad = tar_of(|b| {
+        b.append_pax_extensions([("path", &b"a"[..])]).unwrap();
+        raw(b, "f", EntryType::Regular, "", b"");
+    });
+    bad[512] = b'7'; // the record's length (9) no longer matches
+    let err = extract(&bad[..], None, &s.target(), "L").unwrap_err().to_string();
+    assert!(err.contains("bad PAX record"), "{err}");
 }

@@ -2,6 +2,9 @@
 //! (`py.detach`) around the blocking work, and map [`Error`] to `kobako.errors` exceptions.
 
 use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -9,12 +12,13 @@ use pyo3::types::PyBytes;
 
 use crate::error::{Error, Step};
 use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Overlay, Plan, RootPath};
-use crate::{cgroup, process, seccomp};
+use crate::{cgroup, layer, process, seccomp};
 
 pyo3::import_exception!(kobako.errors, StartError);
 pyo3::import_exception!(kobako.errors, CommandNotFound);
 pyo3::import_exception!(kobako.errors, CommandNotExecutable);
 pyo3::import_exception!(kobako.errors, InvalidArgument);
+pyo3::import_exception!(kobako.errors, LayerError);
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
@@ -32,7 +36,8 @@ impl From<Error> for PyErr {
                 let errno = source.raw_os_error().unwrap_or(0);
                 StartError::new_err((message, what, errno, None::<String>))
             }
-            Error::Plan(_) | Error::Seccomp(_) | Error::Layer { .. } => InvalidArgument::new_err(message),
+            Error::Layer { layer, entry, reason } => LayerError::new_err((message, layer, entry, reason)),
+            Error::Plan(_) | Error::Seccomp(_) => InvalidArgument::new_err(message),
         }
     }
 }
@@ -240,10 +245,87 @@ fn attach_device_filter(
     Ok(())
 }
 
+/// An owned duplicate of the caller's fd (theirs stays open), as a File.
+fn dup_fd(fd: i32, what: &str) -> PyResult<File> {
+    if fd < 0 {
+        return Err(InvalidArgument::new_err(format!("{what} {fd} is not a file descriptor")));
+    }
+    // SAFETY: plain integer arguments; a closed fd makes fcntl fail with EBADF.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(InvalidArgument::new_err(format!("{what} {fd}: {e}")));
+    }
+    // SAFETY: dup was just made and is owned by nothing else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(dup) }))
+}
+
+/// Extract the layer read from ``source_fd`` (to its end) into the directory ``target``.
+///
+/// Returns ``(blob digest, diff ID, bytes read, entries)``. Every byte read is also written to
+/// ``tee_fd`` when given. Neither fd is closed.
+#[pyfunction]
+#[pyo3(signature = (source_fd, target, layer, *, tee_fd=None))]
+fn extract_layer(
+    py: Python<'_>,
+    source_fd: i32,
+    target: String,
+    layer: String,
+    tee_fd: Option<i32>,
+) -> PyResult<(String, String, u64, u64)> {
+    let source = dup_fd(source_fd, "source_fd")?;
+    let mut tee = tee_fd.map(|fd| dup_fd(fd, "tee_fd")).transpose()?;
+    let out = py.detach(|| {
+        let tee = tee.as_mut().map(|t| t as &mut (dyn std::io::Write + Send));
+        layer::extract(source, tee, Path::new(&target), &layer)
+    })?;
+    Ok((out.compressed_digest, out.diff_id, out.compressed_size, out.entries))
+}
+
+/// Write the tree at ``source`` as a layer to ``out_fd`` (not closed).
+///
+/// Returns ``(blob digest, diff ID, bytes written)``.
+#[pyfunction]
+#[pyo3(signature = (source, out_fd, *, compression="none", overlay_whiteouts=false, level=None))]
+fn pack_layer(
+    py: Python<'_>,
+    source: String,
+    out_fd: i32,
+    compression: &str,
+    overlay_whiteouts: bool,
+    level: Option<i32>,
+) -> PyResult<(String, String, u64)> {
+    let compression = match (compression, level) {
+        ("none", None) => layer::Compression::None,
+        ("none", Some(l)) => {
+            return Err(InvalidArgument::new_err(format!("level {l} given for an uncompressed layer")))
+        }
+        ("gzip", None) => layer::Compression::Gzip(6),
+        ("gzip", Some(l @ 0..=9)) => layer::Compression::Gzip(l as u32),
+        ("zstd", None) => layer::Compression::Zstd(3),
+        ("zstd", Some(l @ 1..=22)) => layer::Compression::Zstd(l),
+        ("gzip" | "zstd", Some(l)) => {
+            return Err(InvalidArgument::new_err(format!(
+                "{compression} level {l} is out of range (gzip 0-9, zstd 1-22)"
+            )))
+        }
+        _ => {
+            return Err(InvalidArgument::new_err(format!(
+                "compression {compression:?} is not none, gzip or zstd"
+            )))
+        }
+    };
+    let out = dup_fd(out_fd, "out_fd")?;
+    let packed = py.detach(|| layer::pack(Path::new(&source), out, compression, overlay_whiteouts))?;
+    Ok((packed.compressed_digest, packed.diff_id, packed.size))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach_device_filter, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
     m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
+    m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_layer, m)?)?;
     Ok(())
 }
