@@ -61,6 +61,10 @@ class Reference(Record):
         path = self.path
         if path.startswith(_OFFICIAL) and "/" not in path[len(_OFFICIAL) :]:
             return path[len(_OFFICIAL) :]
+        first = path.split("/", 1)[0]
+        if "/" in path and ("." in first or first == "localhost"):
+            # "docker.io/a.b/c" without its domain would name the registry a.b: keep it.
+            return self.repository
         return path
 
     @property

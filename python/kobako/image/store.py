@@ -770,6 +770,11 @@ class Store:
                     freed += layer.size if layer else 0
                     self._remove_layer(chain)
                     layers.append(chain)
+            links = os.path.join(self.root, "l")
+            for name in os.listdir(links) if os.path.isdir(links) else ():
+                link = os.path.join(links, name)
+                if not os.path.exists(link):  # the layer it named is gone
+                    os.unlink(link)
             return Collected(blobs=tuple(blobs), layers=tuple(layers), freed=freed)
         finally:
             lock.__exit__(None, None, None)
@@ -1112,7 +1117,7 @@ class Stage:
         chain = chain_id or actual_diff_id
         if (existing := self._layer(chain)) is not None:
             return existing
-        size = _tree_size(diff)
+        size = tree_size(diff)
         meta = {"chain_id": chain, "diff_id": actual_diff_id, "blob": blob_digest, "size": size}
         with open(os.path.join(work, "layer.json"), "wb") as f:
             f.write(_json_dumps(meta))
@@ -1217,7 +1222,7 @@ def _json_dumps(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n"
 
 
-def _tree_size(path: str) -> int:
+def tree_size(path: str) -> int:
     """Apparent bytes of the regular files and symlinks under ``path`` (hard links once)."""
     seen: set[tuple[int, int]] = set()
     total = 0
