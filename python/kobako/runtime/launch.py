@@ -158,9 +158,31 @@ def capability_names(spec: Spec) -> frozenset[str]:
 
 def _user(spec: Spec) -> parse.ResolvedUser:
     # Read even for root: the passwd entry gives HOME, and /etc/group supplementary groups.
-    passwd = _native.read_in_root(spec.root, "/etc/passwd", _MAX_ID_FILE)
-    group = _native.read_in_root(spec.root, "/etc/group", _MAX_ID_FILE)
+    passwd = _read_rootfs_file(spec, "/etc/passwd")
+    group = _read_rootfs_file(spec, "/etc/group")
     return parse.resolve_user(spec.process.user, passwd, group)
+
+
+def _read_rootfs_file(spec: Spec, path: str) -> bytes | None:
+    """A file of the container's root filesystem, read before it is mounted.
+
+    With an overlay, the layers are searched top first, each confined to itself; a whiteout
+    (a 0:0 character device, which cannot be opened) hides the file in the layers below.
+    """
+    if spec.overlay is None:
+        return _native.read_in_root(spec.root, path, _MAX_ID_FILE)
+    import errno
+
+    for layer in (spec.overlay.upper, *spec.overlay.lower):
+        try:
+            data = _native.read_in_root(layer, path, _MAX_ID_FILE)
+        except OSError as e:
+            if e.errno in (errno.ENXIO, errno.ENODEV):
+                return None
+            raise
+        if data is not None:
+            return data
+    return None
 
 
 def _env(spec: Spec, hostname: str, home: str) -> list[str]:

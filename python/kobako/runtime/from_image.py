@@ -1,0 +1,425 @@
+"""Containers made from images: the image's config merged with the caller's, then run.
+
+Docker's rules, as ``docker run`` applies them:
+
+- ``Entrypoint`` and ``Cmd``: the command is ``Entrypoint + Cmd``; arguments given replace
+  ``Cmd``; ``--entrypoint`` replaces ``Entrypoint`` *and* drops the image's ``Cmd`` (an
+  empty ``--entrypoint ""`` leaves only the arguments).
+- ``Env``: the image's, then the caller's (a key given again wins); ``WorkingDir`` and
+  ``User``: the caller's if given, else the image's; ``Labels``: the image's plus the
+  caller's.
+- ``Volumes``: each path the image declares becomes an anonymous volume (unless the caller
+  mounts something there), filled with what the image has at that path on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.errors import InvalidArgument
+from kobako.runtime.containers import ContainerStore, now_rfc3339
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kobako.image.store import ImageRecord, Store
+    from kobako.runtime.lifecycle import Exit
+    from kobako.runtime.spec import Spec
+
+__all__ = ["create", "find_image", "start"]
+
+#: Names that, when not in the store, stand for the image built from the host's busybox.
+DEFAULT_IMAGE_NAMES = ("docker.io/library/busybox:latest",)
+
+
+def find_image(store: Store, ref: str) -> ImageRecord:
+    """The image ``ref`` names; the built-in default image is made on first use.
+
+    Raises:
+        ImageNotFound: No such image (and it is not the default one).
+    """
+    from kobako.errors import ImageNotFound
+
+    try:
+        return store.image(ref)
+    except ImageNotFound:
+        from kobako.image.reference import parse
+
+        try:
+            full = str(parse(ref))
+        except InvalidArgument:
+            raise ImageNotFound(f"Unable to find image '{ref}' locally") from None
+        if full not in DEFAULT_IMAGE_NAMES:
+            raise ImageNotFound(f"Unable to find image '{ref}' locally") from None
+    from kobako.image.archive import default_image
+
+    return default_image(store)
+
+
+def _merge_env(image_env: tuple[str, ...], env: tuple[str, ...]) -> tuple[str, ...]:
+    merged: dict[str, str] = {}
+    for item in (*image_env, *env):
+        key, _, value = item.partition("=")
+        merged[key] = value
+    return tuple(f"{k}={v}" for k, v in merged.items())
+
+
+def create(
+    store: Store,
+    ref: str,
+    spec: Spec,
+    *,
+    entrypoint: str | list[str] | None = None,
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
+    workdir_given: bool = False,
+    auto_remove: bool = False,
+) -> tuple[dict[str, Any], Spec]:
+    """Make a container from an image: its record, its writable layer, its final spec.
+
+    Args:
+        store: The image store.
+        ref: The image (name, ID or digest).
+        spec: The caller's settings; ``spec.root`` is ignored, ``spec.process.args`` are the
+            arguments given after the image (empty: the image's ``Cmd``).
+        entrypoint: ``--entrypoint`` if given ("" or [] resets it).
+        name: The container's name (random if None).
+        labels: Labels added to the image's.
+        workdir_given: Whether ``spec.process.cwd`` was given (else the image's applies).
+        auto_remove: ``--rm`` (kept in the record).
+
+    Returns:
+        The container's record and the spec to run it with.
+
+    Raises:
+        ImageNotFound: No such image.
+        InvalidArgument: No command (neither given nor in the image), or a bad name.
+        Conflict: The name is taken.
+        LayerError: A layer of the image cannot be extracted.
+    """
+    image = find_image(store, ref)
+    layers = store.ensure_layers(image.manifest, image.config)
+    cfg = image.config
+    if entrypoint is not None:
+        ep = [entrypoint] if isinstance(entrypoint, str) else list(entrypoint)
+        ep = [e for e in ep if e] if isinstance(entrypoint, str) else ep
+        cmd = list(spec.process.args)
+    else:
+        ep = list(cfg.entrypoint or ())
+        cmd = list(spec.process.args) or list(cfg.cmd or ())
+    argv = ep + cmd
+    if not argv:
+        raise InvalidArgument(f"no command specified: image {ref} has no Cmd or Entrypoint")
+    env = _merge_env(cfg.env, spec.process.env)
+    cwd = spec.process.cwd if workdir_given else (cfg.working_dir or "/")
+    user = spec.process.user or cfg.user
+    all_labels = {**cfg.labels, **(labels or {})}
+    config: dict[str, Any] = {
+        "Hostname": spec.hostname,
+        "User": user,
+        "Tty": spec.process.terminal,
+        "Env": list(env),
+        "Cmd": cmd,
+        "Entrypoint": ep or None,
+        "Image": ref,
+        "Volumes": {path: {} for path in cfg.volumes} or None,
+        "WorkingDir": cwd if cwd != "/" or cfg.working_dir else "",
+        "Labels": all_labels,
+        "StopSignal": cfg.stop_signal or "SIGTERM",
+    }
+    host_config: dict[str, Any] = {
+        "AutoRemove": auto_remove,
+        "NetworkMode": spec.namespaces.network,
+        "Privileged": spec.security.privileged,
+        "ReadonlyRootfs": spec.security.readonly_rootfs,
+        "Binds": [f"{m.source}:{m.destination}" for m in spec.mounts if m.type == "bind"],
+        "Memory": spec.resources.memory or 0,
+        "PidsLimit": spec.resources.pids_limit,
+        "Init": spec.process.init,
+    }
+    containers = ContainerStore(store)
+    doc = containers.create(
+        image, ref, name=name, config=config, host_config=host_config, layers=layers
+    )
+    try:
+        doc["Path"], doc["Args"] = argv[0], argv[1:]
+        mounts, records = _anonymous_volumes(store, containers, doc, cfg.volumes, spec)
+        doc["Mounts"] = records
+        containers.save(doc)
+    except BaseException:
+        containers.remove(doc, volumes=True)
+        raise
+    cid = doc["Id"]
+    final = spec.replace(
+        root=os.path.join(containers.path(cid), "rootfs"),
+        id=cid,
+        hostname=spec.hostname or cid[:12],
+        overlay=containers.overlay(doc),
+        mounts=(*mounts, *spec.mounts),
+        process=spec.process.replace(args=tuple(argv), env=env, cwd=cwd, user=user),
+    )
+    return doc, final
+
+
+def _anonymous_volumes(
+    store: Store,
+    containers: ContainerStore,
+    doc: dict[str, Any],
+    paths: tuple[str, ...],
+    spec: Spec,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """A new volume for each of the image's VOLUME paths the caller does not mount over."""
+    from kobako.runtime.spec import Mount
+
+    taken = {os.path.normpath(m.destination) for m in spec.mounts}
+    mounts: list[Any] = []
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        dest = os.path.normpath("/" + path.lstrip("/"))
+        if dest in taken:
+            continue
+        vid = os.urandom(32).hex()
+        base = os.path.join(store.root, "volumes", vid)
+        data = os.path.join(base, "_data")
+        os.makedirs(data, mode=0o755)
+        _fill_volume(containers, doc, dest, data)
+        mounts.append(Mount(destination=dest, type="bind", source=data, options=("rbind",)))
+        records.append(
+            {
+                "Type": "volume",
+                "Name": vid,
+                "Source": data,
+                "Destination": dest,
+                "Driver": "local",
+                "Mode": "",
+                "RW": True,
+                "Propagation": "",
+                "Anonymous": True,
+            }
+        )
+    return mounts, records
+
+
+def _fill_volume(containers: ContainerStore, doc: dict[str, Any], dest: str, data: str) -> None:
+    """Copy what the image has at ``dest`` into a new volume, as Docker does on first use."""
+    from kobako.runtime.mounts import copy_tree, merged_view
+
+    lower = containers.overlay(doc).lower
+    with merged_view(lower, containers.path(doc["Id"])) as view:
+        fd = _open_dir_nofollow(view, dest)
+        if fd < 0:
+            return
+        try:
+            copy_tree(f"/proc/self/fd/{fd}", data, f"volume {dest}")
+        finally:
+            os.close(fd)
+
+
+def _open_dir_nofollow(root: str, path: str) -> int:
+    """Open a directory below ``root`` without following any symlink; -1 if there is none.
+
+    A VOLUME path that is (or passes through) a symlink in the image is not copied, so that
+    an image cannot make kobako copy a host directory into a volume.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for part in [p for p in path.split("/") if p]:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError, OSError):
+                os.close(fd)
+                return -1
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def start(
+    store: Store,
+    doc: dict[str, Any],
+    spec: Spec,
+    *,
+    stdin: int = -1,
+    stdout: int = -1,
+    stderr: int = -1,
+    interactive: bool = False,
+) -> Exit:
+    """Run a created container to its end, keeping its state in its record.
+
+    With ``HostConfig.AutoRemove`` the container (and its anonymous volumes) is removed
+    afterwards, as ``docker run --rm`` does.
+    """
+    from kobako.runtime.containers import process_start
+    from kobako.runtime.lifecycle import run
+
+    containers = ContainerStore(store)
+    state = doc["State"]
+    state.update(Status="running", Running=True, StartedAt=now_rfc3339(), Pid=0, ExitCode=0)
+    # the kobako process that waits for it: the record says running only while it lives
+    state.update(MonitorPid=os.getpid(), MonitorStart=process_start(os.getpid()))
+    containers.save(doc)
+    try:
+        result = run(spec, stdin=stdin, stdout=stdout, stderr=stderr, interactive=interactive)
+    except BaseException as e:
+        state.update(
+            Status="exited" if not isinstance(e, InvalidArgument) else "created",
+            Running=False,
+            ExitCode=getattr(e, "exit_code", 125),
+            Error=str(e),
+            FinishedAt=now_rfc3339(),
+        )
+        _finish(containers, doc)
+        raise
+    state.update(
+        Status="exited",
+        Running=False,
+        ExitCode=result.status,
+        OOMKilled=result.oom_killed,
+        FinishedAt=now_rfc3339(),
+    )
+    _finish(containers, doc)
+    return result
+
+
+def _finish(containers: ContainerStore, doc: dict[str, Any]) -> None:
+    if doc["HostConfig"].get("AutoRemove"):
+        containers.remove(doc, volumes=True)
+    else:
+        containers.save(doc)
+
+
+def changes(store: Store, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The container's changes to its image, as ``docker diff`` lists them: (kind, path).
+
+    ``A`` added, ``C`` changed, ``D`` deleted, sorted by path. Read from the writable layer:
+    a 0:0 character device is a deletion, anything else is a change when a layer below has
+    that path and an addition when none does.
+    """
+    import stat
+
+    containers = ContainerStore(store)
+    overlay = containers.overlay(doc)
+    upper = overlay.upper
+
+    def in_lower(rel: str) -> bool:
+        return any(os.path.lexists(os.path.join(layer, rel)) for layer in overlay.lower)
+
+    out: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, upper)
+            st = os.lstat(full)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                out.append(("D", "/" + rel))
+            else:
+                out.append(("C" if in_lower(rel) else "A", "/" + rel))
+    out.sort(key=lambda item: item[1])
+    return out
+
+
+def commit(
+    store: Store,
+    doc: dict[str, Any],
+    reference: str | None = None,
+    *,
+    message: str = "",
+    author: str = "",
+    changes_: list[str] | None = None,
+) -> ImageRecord:
+    """A new image from a container: its image's layers plus one made from its changes.
+
+    The writable layer is packed as a gzip tar with overlayfs's whiteouts turned back into
+    OCI ones; the new config is the container's config (with ``--change`` instructions
+    applied), with the layer's diff ID and a history entry added.
+
+    Raises:
+        ContainerNotFound: The container is gone.
+        InvalidArgument: A bad reference or change.
+    """
+    from kobako import _native
+    from kobako.image import manifest as m
+
+    if reference is not None:
+        from kobako.image.reference import parse
+
+        parse(reference)  # fail before the work
+    containers = ContainerStore(store)
+    base = store.manifest(doc["ImageManifest"])
+    base_config = store.read_blob(base.config.digest)
+    parsed_base = m.parse_config(base_config)
+    raw = dict(parsed_base.raw)
+    config = dict(raw.get("config") or {})
+    c = doc["Config"]
+    config.update(
+        {
+            "Env": c.get("Env") or [],
+            "Cmd": c.get("Cmd") or None,
+            "Entrypoint": c.get("Entrypoint"),
+            "WorkingDir": c.get("WorkingDir") or "",
+            "User": c.get("User") or "",
+            "Labels": c.get("Labels") or None,
+        }
+    )
+    if changes_:
+        from kobako.image.archive import apply_changes
+
+        config = apply_changes(config, changes_)
+    with store.stage() as stage:
+        tmp = os.path.join(stage.path, "commit-layer")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            digest, diff_id, size = _native.pack_layer(
+                containers.overlay(doc).upper, fd, compression="gzip", overlay_whiteouts=True
+            )
+        finally:
+            os.close(fd)
+        with open(tmp, "rb") as f:
+            layer = stage.add_blob(f, digest)
+        chain = m.chain_ids([*parsed_base.diff_ids, diff_id])[-1]
+        stage.add_layer(layer.digest, diff_id, chain)
+        created = now_rfc3339()
+        history = list(raw.get("history") or [])
+        history.append(
+            {
+                "created": created,
+                "created_by": " ".join([doc.get("Path", ""), *doc.get("Args", [])]).strip(),
+                **({"comment": message} if message else {}),
+                **({"author": author} if author else {}),
+            }
+        )
+        raw.update(
+            {
+                "created": created,
+                "config": config,
+                "history": history,
+                "rootfs": {"type": "layers", "diff_ids": [*parsed_base.diff_ids, diff_id]},
+            }
+        )
+        if author:
+            raw["author"] = author
+        cfg = stage.add_blob(m.canonical(raw))
+        layers = [*base.layers, m.Descriptor(digest=digest, size=size, media_type=m.OCI_LAYER_GZIP)]
+        manifest = stage.add_blob(
+            m.manifest_json(
+                m.Descriptor(digest=cfg.digest, size=cfg.size, media_type=m.OCI_CONFIG), layers
+            )
+        )
+        stage.commit(manifest_digest=manifest.digest, tags=[reference] if reference else [])
+    return store.image(manifest.digest)
+
+
+def export(store: Store, doc: dict[str, Any], out_fd: int) -> None:
+    """Write the container's root filesystem, flattened, as a tar to ``out_fd``."""
+    from kobako import _native
+    from kobako.runtime.mounts import merged_view
+
+    containers = ContainerStore(store)
+    overlay = containers.overlay(doc)
+    with merged_view((overlay.upper, *overlay.lower), containers.path(doc["Id"])) as view:
+        _native.pack_layer(view, out_fd)
