@@ -1,0 +1,66 @@
+"""The entry point of the Python API: :class:`Client` and :func:`from_env`, docker-py's shape.
+
+There is no daemon to connect to: a client is a handle on one kobako root (the image store,
+its layers and its containers), and its methods do the work in this process::
+
+    import kobako
+
+    client = kobako.from_env()
+    print(client.containers.run("busybox", ["echo", "hello"]))   # b'hello\\n'
+    for image in client.images.list():
+        print(image.tags, image.short_id)
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kobako.containers import ContainerCollection
+    from kobako.image.store import Store
+    from kobako.images import ImageCollection
+
+__all__ = ["Client", "from_env"]
+
+
+class Client:
+    """A handle on one kobako root.
+
+    Args:
+        root: The store's root directory (``$KOBAKO_ROOT``, else ``/var/lib/kobako``).
+    """
+
+    def __init__(self, root: str | None = None) -> None:
+        from kobako.image.store import Store
+
+        self.store: Store = Store.open(root)
+
+    def __repr__(self) -> str:
+        return f"Client(root={self.store.root!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (no connection); here for docker-py's shape."""
+
+    @property
+    def images(self) -> ImageCollection:
+        """The images (``client.images.list()``, ``.get()``, ``.load()``…)."""
+        from kobako.images import ImageCollection
+
+        return ImageCollection(self)
+
+    @property
+    def containers(self) -> ContainerCollection:
+        """The containers (``client.containers.run()``, ``.get()``, ``.list()``)."""
+        from kobako.containers import ContainerCollection
+
+        return ContainerCollection(self)
+
+
+def from_env() -> Client:
+    """A client for the root ``$KOBAKO_ROOT`` names (``/var/lib/kobako`` if unset)."""
+    return Client()

@@ -1,0 +1,413 @@
+"""``client.containers``: containers as docker-py shows them.
+
+``client.containers.run(image, command)`` runs a container to its end and returns what it
+wrote to stdout, or raises :class:`~kobako.errors.ContainerError` with its exit status and
+stderr, as docker-py does. Arguments keep docker-py's names.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.errors import ContainerError, InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import Any
+
+    from kobako.client import Client
+    from kobako.images import Image
+    from kobako.runtime.spec import Mount, Spec
+
+__all__ = ["Container", "ContainerCollection"]
+
+
+class Container:
+    """A container in the store (docker-py's ``Container``).
+
+    Attributes:
+        attrs: ``docker inspect``'s document for it.
+    """
+
+    def __init__(self, client: Client, attrs: dict[str, Any]) -> None:
+        self.client = client
+        self.attrs = attrs
+
+    def __repr__(self) -> str:
+        return f"<Container: {self.short_id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Container) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def id(self) -> str:
+        """The container's ID (64 hex digits)."""
+        return str(self.attrs["Id"])
+
+    @property
+    def short_id(self) -> str:
+        """The first 12 digits of its ID."""
+        return self.id[:12]
+
+    @property
+    def name(self) -> str:
+        """Its name (without docker's leading slash)."""
+        return str(self.attrs["Name"]).lstrip("/")
+
+    @property
+    def status(self) -> str:
+        """``created``, ``running`` or ``exited``."""
+        return str(self.attrs["State"]["Status"])
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Its labels (the image's and its own)."""
+        return dict(self.attrs["Config"].get("Labels") or {})
+
+    @property
+    def image(self) -> Image | None:
+        """The image it was made from (None if that image is gone)."""
+        from kobako.errors import ImageNotFound
+
+        try:
+            return self.client.images.get(self.attrs["Image"])
+        except ImageNotFound:
+            return None
+
+    def reload(self) -> None:
+        """Read its record again."""
+        self.attrs = self.client.containers.get(self.id).attrs
+
+    def remove(self, v: bool = False, force: bool = False) -> None:
+        """Remove it (``docker rm``); ``v`` removes its anonymous volumes too."""
+        del force  # a container is never running once run() returned (detached: next issue)
+        from kobako.runtime.containers import ContainerStore
+
+        ContainerStore(self.client.store).remove(self.attrs, volumes=v)
+
+    def diff(self) -> list[dict[str, Any]]:
+        """Its changes to its image: ``[{"Path": "/x", "Kind": 0|1|2}]`` (C, A, D)."""
+        from kobako.runtime.from_image import changes
+
+        kinds = {"C": 0, "A": 1, "D": 2}
+        return [{"Path": p, "Kind": kinds[k]} for k, p in changes(self.client.store, self.attrs)]
+
+    def commit(
+        self,
+        repository: str | None = None,
+        tag: str | None = None,
+        message: str = "",
+        author: str = "",
+        changes: list[str] | None = None,
+    ) -> Image:
+        """A new image from its changes (``docker commit``)."""
+        from kobako.runtime.from_image import commit
+
+        name = f"{repository}:{tag}" if repository and tag else repository
+        record = commit(
+            self.client.store,
+            self.attrs,
+            name,
+            message=message,
+            author=author,
+            changes_=list(changes or ()),
+        )
+        return self.client.images.get(record.id)
+
+    def export(self) -> Iterator[bytes]:
+        """Its root filesystem as a tar, in chunks (``docker export``)."""
+        import tempfile
+
+        from kobako.runtime.from_image import export
+
+        with tempfile.TemporaryFile() as f:
+            export(self.client.store, self.attrs, f.fileno())
+            f.seek(0)
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+
+def _volumes(volumes: Mapping[str, Any] | Sequence[str] | None) -> list[Mount]:
+    from kobako.runtime import parse
+
+    if volumes is None:
+        return []
+    specs: list[str] = []
+    if isinstance(volumes, dict):
+        for host, bind in volumes.items():
+            if isinstance(bind, dict):
+                mode = bind.get("mode", "rw")
+                specs.append(f"{host}:{bind['bind']}:{mode}")
+            else:
+                specs.append(f"{host}:{bind}")
+    else:
+        specs = list(volumes)
+    return [parse.parse_volume(v) for v in specs]
+
+
+def _env(environment: Mapping[str, str] | Sequence[str] | None) -> tuple[str, ...]:
+    if environment is None:
+        return ()
+    if isinstance(environment, dict):
+        return tuple(f"{k}={v}" for k, v in environment.items())
+    return tuple(environment)
+
+
+def _command(command: str | Sequence[str] | None) -> tuple[str, ...]:
+    if command is None:
+        return ()
+    if isinstance(command, str):
+        import shlex
+
+        return tuple(shlex.split(command))
+    return tuple(command)
+
+
+class ContainerCollection:
+    """The containers of a :class:`~kobako.Client` (docker-py's ``client.containers``)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, container_id: str) -> Container:
+        """A container by ID, name or unique ID prefix.
+
+        Raises:
+            ContainerNotFound: No such container.
+        """
+        from kobako.runtime.containers import ContainerStore
+
+        return Container(self.client, ContainerStore(self.client.store).get(container_id))
+
+    def list(self, all: bool = False) -> list[Container]:
+        """Containers, newest first (only running ones unless ``all``)."""
+        from kobako.runtime.containers import ContainerStore
+
+        docs = ContainerStore(self.client.store).list()
+        if not all:
+            docs = [d for d in docs if d["State"].get("Status") == "running"]
+        return [Container(self.client, d) for d in docs]
+
+    def run(
+        self,
+        image: str | Image,
+        command: str | Sequence[str] | None = None,
+        *,
+        stdout: bool = True,
+        stderr: bool = False,
+        remove: bool = False,
+        auto_remove: bool = False,
+        detach: bool = False,
+        name: str | None = None,
+        entrypoint: str | Sequence[str] | None = None,
+        environment: Mapping[str, str] | Sequence[str] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        labels: Mapping[str, str] | Sequence[str] | None = None,
+        volumes: Mapping[str, Any] | Sequence[str] | None = None,
+        tmpfs: Mapping[str, str] | None = None,
+        read_only: bool = False,
+        mem_limit: int | str | None = None,
+        memswap_limit: int | str | None = None,
+        mem_reservation: int | str | None = None,
+        nano_cpus: int | None = None,
+        cpu_shares: int | None = None,
+        cpuset_cpus: str | None = None,
+        pids_limit: int | None = None,
+        network_mode: str = "none",
+        privileged: bool = False,
+        cap_add: Sequence[str] | None = None,
+        cap_drop: Sequence[str] | None = None,
+        security_opt: Sequence[str] | None = None,
+        init: bool = False,
+        tty: bool = False,
+    ) -> bytes:
+        """Run a command in a new container from an image and return its output.
+
+        Args:
+            image: The image (name, ID, or :class:`~kobako.images.Image`).
+            command: Arguments (a list, or a string split as a shell would); the image's
+                ``Cmd`` if None.
+            stdout: Return what the command wrote to stdout.
+            stderr: Return what it wrote to stderr too (interleaved with stdout).
+            remove: Remove the container once it exits (``--rm``); ``auto_remove`` too.
+            detach: Not yet (detached containers come with the lifecycle work).
+            name: The container's name.
+            entrypoint: Replaces the image's (and drops its ``Cmd``, as Docker does).
+            environment: ``{"K": "v"}`` or ``["K=v"]``, added to the image's.
+            working_dir: Replaces the image's ``WorkingDir``.
+            user: Replaces the image's ``User``.
+            hostname: The container's hostname.
+            labels: Added to the image's labels.
+            volumes: ``{"/host": {"bind": "/path", "mode": "ro"}}`` or ``["/host:/path:ro"]``.
+            tmpfs: ``{"/path": "size=64m"}``.
+            read_only: A read-only root filesystem.
+            mem_limit: Memory limit (bytes or ``"64m"``); ``memswap_limit``,
+                ``mem_reservation`` likewise.
+            nano_cpus: CPU quota in billionths of a CPU; ``cpu_shares`` and ``cpuset_cpus``
+                as in Docker.
+            pids_limit: Maximum number of tasks.
+            network_mode: ``"none"`` (default) or ``"host"``.
+            privileged: Every capability, no seccomp, the host's devices.
+            cap_add: Capabilities to add; ``cap_drop`` to drop.
+            security_opt: ``["seccomp=unconfined", "no-new-privileges=false"]``.
+            init: Run kobako's init as PID 1.
+            tty: Give the command a pseudo-terminal.
+
+        Returns:
+            What the command wrote (stdout; plus stderr with ``stderr=True``).
+
+        Raises:
+            ContainerError: The command exited with a non-zero status (``.exit_status``,
+                ``.stderr``, ``.container``).
+            ImageNotFound: No such image.
+            InvalidArgument: A bad argument.
+            StartError: The container could not be set up.
+        """
+        from kobako.runtime import from_image
+
+        if detach:
+            raise InvalidArgument("detach=True: detached containers are not supported yet")
+        ref = image if isinstance(image, str) else image.id
+        spec = self._spec(
+            command=command,
+            environment=environment,
+            working_dir=working_dir,
+            user=user,
+            hostname=hostname,
+            volumes=volumes,
+            tmpfs=tmpfs,
+            read_only=read_only,
+            mem_limit=mem_limit,
+            memswap_limit=memswap_limit,
+            mem_reservation=mem_reservation,
+            nano_cpus=nano_cpus,
+            cpu_shares=cpu_shares,
+            cpuset_cpus=cpuset_cpus,
+            pids_limit=pids_limit,
+            network_mode=network_mode,
+            privileged=privileged,
+            cap_add=cap_add,
+            cap_drop=cap_drop,
+            security_opt=security_opt,
+            init=init,
+            tty=tty,
+        )
+        label_map = (
+            dict(labels)
+            if isinstance(labels, dict)
+            else {k: v for k, _, v in (item.partition("=") for item in labels or ())}
+        )
+        store = self.client.store
+        doc, final = from_image.create(
+            store,
+            ref,
+            spec,
+            entrypoint=None if entrypoint is None else _entrypoint(entrypoint),
+            name=name,
+            labels=label_map,
+            workdir_given=working_dir is not None,
+            auto_remove=remove or auto_remove,
+        )
+        out = os.memfd_create("kobako-stdout", os.MFD_CLOEXEC)
+        err = out if stderr and stdout else os.memfd_create("kobako-stderr", os.MFD_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            result = from_image.start(store, doc, final, stdin=null, stdout=out, stderr=err)
+            output = _read_all(out) if stdout else b""
+            if stderr and not stdout:
+                output = _read_all(err)
+            if result.status != 0:
+                container = None if (remove or auto_remove) else Container(self.client, doc)
+                raise ContainerError(
+                    result.status,
+                    list(final.process.args),
+                    _read_all(err),
+                    container=container,
+                    image=ref,
+                )
+            return output
+        finally:
+            os.close(null)
+            os.close(out)
+            if err != out:
+                os.close(err)
+
+    def _spec(self, **kw: Any) -> Spec:
+        from kobako.runtime import parse
+        from kobako.runtime.spec import Namespaces, Process, Resources, Security, Spec
+
+        seccomp: str | None = None
+        nnp = True
+        for opt in kw["security_opt"] or ():
+            key, _, value = opt.partition("=")
+            if key == "seccomp":
+                seccomp = value
+            elif key == "no-new-privileges":
+                nnp = value != "false"
+            else:
+                raise InvalidArgument(f"invalid security_opt {opt!r}")
+        if kw["network_mode"] not in ("none", "host"):
+            raise InvalidArgument(f"network_mode {kw['network_mode']!r}: only none or host yet")
+
+        def size(value: int | str | None) -> int | None:
+            return None if value is None else parse.parse_bytes(value)
+
+        mounts = _volumes(kw["volumes"])
+        for path, options in (kw["tmpfs"] or {}).items():
+            mounts.append(parse.parse_tmpfs(f"{path}:{options}" if options else path))
+        return Spec(
+            root="",
+            process=Process(
+                args=_command(kw["command"]),
+                env=_env(kw["environment"]),
+                cwd=kw["working_dir"] or "/",
+                user=kw["user"] or "",
+                terminal=kw["tty"],
+                init=kw["init"],
+            ),
+            hostname=kw["hostname"] or "",
+            mounts=tuple(mounts),
+            namespaces=Namespaces(network=kw["network_mode"]),
+            resources=Resources(
+                memory=size(kw["mem_limit"]),
+                memory_swap=None
+                if kw["memswap_limit"] is None
+                else parse.parse_memory_swap(kw["memswap_limit"]),
+                memory_reservation=size(kw["mem_reservation"]),
+                nano_cpus=kw["nano_cpus"],
+                cpu_shares=kw["cpu_shares"],
+                cpuset_cpus=kw["cpuset_cpus"],
+                pids_limit=kw["pids_limit"],
+            ),
+            security=Security(
+                privileged=kw["privileged"],
+                cap_add=tuple(parse.parse_capability(c) for c in kw["cap_add"] or ()),
+                cap_drop=tuple(parse.parse_capability(c) for c in kw["cap_drop"] or ()),
+                seccomp=seccomp,
+                no_new_privileges=nnp,
+                readonly_rootfs=kw["read_only"],
+            ),
+        )
+
+
+def _entrypoint(entrypoint: str | Sequence[str]) -> str | list[str]:
+    if isinstance(entrypoint, str):
+        import shlex
+
+        parts = shlex.split(entrypoint)
+        return parts if len(parts) != 1 else parts[0]
+    return list(entrypoint)
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
