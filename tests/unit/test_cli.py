@@ -15,7 +15,7 @@ from kobako.runtime.spec import IdMap, Mount
 
 
 def test_flags_to_spec(tmp_path: object) -> None:
-    spec, interactive = build_spec(
+    spec, parsed = build_spec(
         [
             "-it", "--rm", "--init", "-e", "A=1", "-w", "/srv", "-u", "daemon:wheel", "-h", "box",
             "-v", "/tmp:/data:ro", "--tmpfs", "/scratch", "--read-only", "--cap-add", "net_admin",
@@ -25,7 +25,7 @@ def test_flags_to_spec(tmp_path: object) -> None:
             "--uidmap", "0:1000:10", "--rootfs", "/rootfs", "sh", "-c", "echo -e hi",
         ]
     )  # fmt: skip
-    assert interactive
+    assert parsed.interactive and parsed.rootfs and parsed.auto_remove
     p = spec.process
     assert spec.root == "/rootfs" and p.args == ("sh", "-c", "echo -e hi")
     assert p.terminal and p.init and p.env == ("A=1",) and p.cwd == "/srv"
@@ -59,7 +59,6 @@ def test_entrypoint_prepends() -> None:
         (["--cpus", "x", "--rootfs", "/r", "true"], 'invalid argument "x" for "--cpus"'),
         (["--network", "bridge", "--rootfs", "/r", "true"], "network bridge not found"),
         (["--security-opt", "apparmor=x", "--rootfs", "/r", "true"], "invalid --security-opt"),
-        (["busybox", "true"], "images are not supported yet"),
         (["--rootfs", "/r"], "no command specified"),
         (["-d", "--rootfs", "/r", "true"], "not supported yet"),
     ],
@@ -269,7 +268,7 @@ def test_help() -> None:
 def test_run_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Usage:  kobako run [OPTIONS] --rootfs ROOTFS COMMAND [ARG...]\n")
+    assert out.startswith("Usage:  kobako run [OPTIONS] IMAGE [COMMAND] [ARG...]\n")
     assert "  -h, --hostname string" in out and "      --help " in out  # -h is the hostname
     rows = [line for line in out.splitlines() if line.startswith("  ")]
     assert len({len(row) - len(row[9:].split("   ", 1)[1].lstrip()) for row in rows}) == 1
@@ -278,18 +277,18 @@ def test_run_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_flags_are_docker_s() -> None:
-    spec, interactive = build_spec(
+    spec, parsed = build_spec(
         [
             *["-itc=512", "--net=host", "-h", "box", "--pids-limit=0x10", "--rm=false"],
             *["--rootfs", "/r", "sh", "-c", "--rm", "--", "-it"],
         ]
     )
-    assert interactive and spec.process.terminal and spec.hostname == "box"
+    assert parsed.interactive and spec.process.terminal and spec.hostname == "box"
     assert spec.resources.cpu_shares == 512 and spec.resources.pids_limit == 16
     assert spec.namespaces.network == "host"
     assert spec.process.args == ("sh", "-c", "--rm", "--", "-it")
-    spec, interactive = build_spec(["--entrypoint=", "--rootfs", "/r", "true"])
-    assert spec.process.args == ("true",) and not interactive
+    spec, parsed = build_spec(["--entrypoint=", "--rootfs", "/r", "true"])
+    assert spec.process.args == ("true",) and not parsed.interactive
     assert spec.resources.cpu_shares is None and spec.resources.memory is None
 
 

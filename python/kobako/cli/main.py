@@ -14,16 +14,58 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-#: verb -> module under kobako.cli (imported only when used, to keep start-up lean)
-VERBS = {"run": "run"}
+#: verb -> module under kobako.cli (imported only when used, to keep start-up lean); each
+#: module's ``main(argv, verb)`` serves the verbs mapped to it.
+VERBS = {
+    "run": "run",
+    "create": "run",
+    "images": "images",
+    "image": "images",
+    "history": "images",
+    "tag": "images",
+    "rmi": "images",
+    "load": "images",
+    "save": "images",
+    "import": "images",
+    "ps": "containers",
+    "container": "containers",
+    "rm": "containers",
+    "diff": "containers",
+    "commit": "containers",
+    "export": "containers",
+    "inspect": "containers",
+    "system": "system",
+}
 
 USAGE = """\
-Usage:  kobako COMMAND [OPTIONS]
+Usage:  kobako [OPTIONS] COMMAND
 
 Docker's job on one host, without a daemon.
 
+Options:
+      --root string   Root of kobako's store (default $KOBAKO_ROOT or /var/lib/kobako)
+
 Commands:
   run         Run a command in a new container
+  create      Create a new container
+  ps          List containers
+  rm          Remove one or more containers
+  diff        Inspect changes to files or directories on a container's filesystem
+  commit      Create a new image from a container's changes
+  export      Export a container's filesystem as a tar archive
+  images      List images
+  history     Show the history of an image
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  rmi         Remove one or more images
+  load        Load an image from a tar archive or STDIN
+  save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  import      Import the contents from a tarball to create a filesystem image
+  inspect     Return low-level information on containers or images
+
+Management Commands:
+  container   Manage containers
+  image       Manage images
+  system      Manage kobako (df, prune)
 
 Run 'kobako COMMAND --help' for more information on a command.
 """
@@ -82,6 +124,22 @@ def _dispatch(args: list[str]) -> int:
 
         print(f"kobako version {__version__}")
         return 0
+    while args and args[0].startswith("--root"):
+        flag = args.pop(0)
+        if flag == "--root":
+            if not args:
+                fail("flag needs an argument: --root")
+            value = args.pop(0)
+        elif flag.startswith("--root="):
+            value = flag[len("--root=") :]
+        else:
+            fail(f"unknown flag: {flag}")
+        if not value:
+            fail("--root: empty path")
+        os.environ["KOBAKO_ROOT"] = os.path.abspath(value)
+    if not args:
+        print(USAGE, end="")
+        return 1
     verb = args[0]
     if verb.startswith("-"):
         fail(f"unknown flag: {verb}")
@@ -90,7 +148,7 @@ def _dispatch(args: list[str]) -> int:
     name = f"kobako.cli.{VERBS[verb]}"
     __import__(name)
     module = sys.modules[name]
-    status: int = module.main(args[1:])
+    status: int = module.main(args[1:], verb)
     return status
 
 

@@ -1,7 +1,9 @@
-"""``kobako run``: run a command in a new container (``docker run``'s flags).
+"""``kobako run`` and ``kobako create``: a new container from an image (``docker run``'s flags).
 
-For now the image position holds a root filesystem directory, given with ``--rootfs`` as
-podman spells it: ``kobako run --rm --rootfs DIR CMD [ARG...]``.
+``kobako run [OPTIONS] IMAGE [COMMAND] [ARG...]`` runs a container whose root filesystem is
+an overlay of the image's layers and its own writable layer, honouring the image's config.
+With ``--rootfs`` (podman's spelling) the image position holds a root filesystem directory
+instead, used in place and kept nowhere: ``kobako run --rm --rootfs DIR CMD [ARG...]``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ from kobako.errors import InvalidArgument
 from kobako.runtime import parse
 from kobako.runtime.spec import IdMap, Namespaces, Process, Resources, Security, Spec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from kobako.runtime.lifecycle import Exit
+
 #: ``docker run``'s flags that kobako has, with docker's value names in ``--help``.
 FLAGS = (
     Flag("rootfs", "", BOOL, "The first argument is a root filesystem directory"),
     Flag("interactive", "i", BOOL, "Keep STDIN open"),
     Flag("tty", "t", BOOL, "Allocate a pseudo-TTY"),
     Flag("detach", "d", BOOL, "Run container in background"),
-    Flag("rm", "", BOOL, "Remove the container when it exits"),  # containers are not kept yet
+    Flag("rm", "", BOOL, "Automatically remove the container when it exits"),
     Flag("name", "", STRING, "Assign a name to the container"),
+    Flag("label", "l", STRING_ARRAY, "Set meta data on a container", varname="list"),
     Flag("env", "e", STRING_ARRAY, "Set environment variables", varname="list"),
     Flag("env-file", "", STRING_ARRAY, "Read in a file of environment variables", varname="list"),
     Flag("workdir", "w", STRING, "Working directory inside the container"),
@@ -66,10 +76,29 @@ FLAGS = (
 )
 
 COMMAND = Command(
-    "kobako run [OPTIONS] --rootfs ROOTFS COMMAND [ARG...]",
+    "kobako run [OPTIONS] IMAGE [COMMAND] [ARG...]",
     "Run a command in a new container",
     FLAGS,
 )
+CREATE = Command(
+    "kobako create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+    "Create a new container",
+    tuple(f for f in FLAGS if f.name not in ("detach", "rm")),
+)
+
+
+class Parsed:
+    """What ``run``/``create`` arguments say, beyond the spec."""
+
+    def __init__(self) -> None:
+        self.image = ""
+        self.rootfs = False
+        self.interactive = False
+        self.entrypoint: str | None = None
+        self.name: str | None = None
+        self.labels: dict[str, str] = {}
+        self.workdir_given = False
+        self.auto_remove = False
 
 
 def _idmap(value: str) -> IdMap:
@@ -116,29 +145,44 @@ def _env(opts: list[str], files: list[str]) -> tuple[str, ...]:
     return parse.parse_env(lines + opts, os.environ)
 
 
-def build_spec(argv: list[str]) -> tuple[Spec, bool]:
-    """Parse ``kobako run`` arguments into a Spec; also returns whether stdin is forwarded.
+def _labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            fail(f"invalid label {item!r}: empty name")
+        out[key] = value
+    return out
+
+
+def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
+    """Parse ``kobako run``/``create`` arguments into a Spec and the rest of what they say.
 
     Raises:
         UsageError: A bad flag or value (one line, exit status 125).
         Help: ``--help`` was given.
     """
-    o = COMMAND.parse(argv)
+    o = (CREATE if verb == "create" else COMMAND).parse(argv)
     if not o.args:
-        fail("'kobako run' requires at least 1 argument")
+        fail(f"'kobako {verb}' requires at least 1 argument")
     image, command = o.args[0], o.args[1:]
-    if o.get_bool("detach"):
+    p = Parsed()
+    p.image = image
+    p.rootfs = o.get_bool("rootfs")
+    if verb == "run" and o.get_bool("detach"):
         fail("detached containers (-d) are not supported yet")
-    if not o.get_bool("rootfs"):
-        fail(
-            f"unable to find image '{image}': images are not supported yet; "
-            "run a root filesystem directory with --rootfs DIR"
-        )
     if o.changed("entrypoint"):
-        entrypoint = o.get_string("entrypoint")
-        command = ([entrypoint] if entrypoint else []) + command
-    if not command:
-        fail("no command specified")
+        p.entrypoint = o.get_string("entrypoint")
+    if p.rootfs:
+        if p.entrypoint is not None:
+            command = ([p.entrypoint] if p.entrypoint else []) + command
+        if not command:
+            fail("no command specified")
+    p.name = o.get_string("name") or None
+    p.labels = _labels(o.get_strings("label"))
+    p.workdir_given = o.changed("workdir")
+    p.auto_remove = verb == "run" and o.get_bool("rm")
+    p.interactive = o.get_bool("interactive")
     network = o.get_string("network")
     if network not in ("none", "host"):
         fail(f"network {network} not found (supported: none, host)")
@@ -187,24 +231,54 @@ def build_spec(argv: list[str]) -> tuple[Spec, bool]:
             readonly_rootfs=o.get_bool("read-only"),
         ),
     )
-    return spec, o.get_bool("interactive")
+    return spec, p
 
 
-def main(argv: list[str]) -> int:
-    """``kobako run``; returns the container's exit status as docker does."""
-    spec, interactive = build_spec(argv)
-    from kobako.runtime import run
+def main(argv: list[str], verb: str = "run") -> int:
+    """``kobako run`` (returns the container's exit status as docker does) and ``create``."""
+    spec, p = build_spec(argv, verb)
+    if p.rootfs:
+        if verb == "create":
+            fail("kobako create needs an image (--rootfs is for run)")
+        from kobako.runtime import run
 
+        return _report(_with_stdin(p.interactive, lambda stdin: run(spec, **stdin)))
+    from kobako.image.store import Store
+    from kobako.runtime import from_image
+
+    store = Store.open()
+    doc, final = from_image.create(
+        store,
+        p.image,
+        spec,
+        entrypoint=p.entrypoint,
+        name=p.name,
+        labels=p.labels,
+        workdir_given=p.workdir_given,
+        auto_remove=p.auto_remove,
+    )
+    if verb == "create":
+        print(doc["Id"])
+        return 0
+    return _report(
+        _with_stdin(p.interactive, lambda stdin: from_image.start(store, doc, final, **stdin))
+    )
+
+
+def _with_stdin(interactive: bool, call: Callable[[dict[str, Any]], Exit]) -> Exit:
     stdin = -1
     devnull = -1
     if not interactive:
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         stdin = devnull
     try:
-        result = run(spec, stdin=stdin, interactive=interactive)
+        return call({"stdin": stdin, "interactive": interactive})
     finally:
         if devnull >= 0:
             os.close(devnull)
+
+
+def _report(result: Exit) -> int:
     if result.oom_killed:
         print(f"kobako: container {result.id[:12]} was OOM-killed", file=sys.stderr)
     return result.status

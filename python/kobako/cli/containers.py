@@ -1,0 +1,341 @@
+"""Container verbs: ``ps``, ``rm``, ``diff``, ``commit``, ``export``, ``inspect``, ``container``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag
+from kobako.cli.main import fail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kobako.image.store import Store
+
+PS = Command(
+    "kobako ps [OPTIONS]",
+    "List containers",
+    (
+        Flag("all", "a", BOOL, "Show all containers (default shows just running)"),
+        Flag("quiet", "q", BOOL, "Only display container IDs"),
+        Flag("no-trunc", "", BOOL, "Don't truncate output"),
+        Flag("format", "", STRING, "Format output using a custom template: 'json'"),
+    ),
+)
+RM = Command(
+    "kobako rm [OPTIONS] CONTAINER [CONTAINER...]",
+    "Remove one or more containers",
+    (
+        Flag("force", "f", BOOL, "Force the removal of a running container"),
+        Flag("volumes", "v", BOOL, "Remove anonymous volumes associated with the container"),
+    ),
+)
+DIFF = Command("kobako diff CONTAINER", "Inspect changes to files on a container's filesystem", ())
+COMMIT = Command(
+    "kobako commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
+    "Create a new image from a container's changes",
+    (
+        Flag("author", "a", STRING, 'Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")'),
+        Flag("change", "c", STRING_ARRAY, "Apply Dockerfile instruction to the created image"),
+        Flag("message", "m", STRING, "Commit message"),
+        Flag("pause", "p", BOOL, "Pause container during commit", default=True),
+    ),
+)
+EXPORT = Command(
+    "kobako export [OPTIONS] CONTAINER",
+    "Export a container's filesystem as a tar archive",
+    (Flag("output", "o", STRING, "Write to a file, instead of STDOUT"),),
+)
+INSPECT = Command(
+    "kobako inspect [OPTIONS] NAME|ID [NAME|ID...]",
+    "Return low-level information on containers or images",
+    (
+        Flag("format", "f", STRING, "Format output using a custom template"),
+        Flag("type", "", STRING, "Return JSON for specified type"),
+    ),
+)
+
+CONTAINER_USAGE = """\
+Usage:  kobako container COMMAND
+
+Manage containers
+
+Commands:
+  commit      Create a new image from a container's changes
+  create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
+  export      Export a container's filesystem as a tar archive
+  inspect     Display detailed information on one or more containers
+  ls          List containers
+  prune       Remove all stopped containers
+  rm          Remove one or more containers
+  run         Create and run a new container from an image
+"""
+
+
+def main(argv: list[str], verb: str = "ps") -> int:
+    """Dispatch a container verb."""
+    if verb == "container":
+        if not argv or argv[0] in ("-h", "--help"):
+            print(CONTAINER_USAGE, end="")
+            return 0
+        sub, argv = argv[0], argv[1:]
+        if sub in ("run", "create"):
+            from kobako.cli import run
+
+            return run.main(argv, sub)
+        verb = {"ls": "ps", "list": "ps", "remove": "rm"}.get(sub, sub)
+        if verb not in ("ps", "rm", "diff", "commit", "export", "inspect", "prune"):
+            fail(f"'kobako container {sub}' is not a kobako command")
+        if verb == "inspect":
+            argv = ["--type", "container", *argv]
+    handler = {
+        "ps": _ps,
+        "rm": _rm,
+        "diff": _diff,
+        "commit": _commit,
+        "export": _export,
+        "inspect": _inspect,
+        "prune": _prune,
+    }[verb]
+    return handler(argv)
+
+
+def _store() -> Store:
+    from kobako.image.store import Store
+
+    return Store.open()
+
+
+def _containers(store: Store) -> Any:
+    from kobako.runtime.containers import ContainerStore
+
+    return ContainerStore(store)
+
+
+def _ps(argv: list[str]) -> int:
+    from kobako.cli.fmt import container_status, go_json, human_duration_since, print_table
+
+    o = PS.parse(argv)
+    if o.args:
+        fail(f'"kobako ps" accepts no arguments, got {o.args[0]!r}')
+    docs = _containers(_store()).list()
+    if not o.get_bool("all"):
+        docs = [d for d in docs if d["State"].get("Status") == "running"]
+    trunc = not o.get_bool("no-trunc")
+    if o.get_bool("quiet"):
+        for doc in docs:
+            print(doc["Id"][:12] if trunc else doc["Id"])
+        return 0
+    rows = []
+    for doc in docs:
+        command = " ".join([doc.get("Path", ""), *doc.get("Args", [])])
+        if trunc and len(command) > 20:
+            command = command[:19] + "…"
+        rows.append(
+            {
+                "ID": doc["Id"][:12] if trunc else doc["Id"],
+                "Image": doc.get("ImageName") or doc["Image"][7:19],
+                "Command": f'"{command}"',
+                "CreatedAt": doc["Created"],
+                "RunningFor": human_duration_since(doc["Created"]),
+                "Status": container_status(doc),
+                "State": doc["State"].get("Status", ""),
+                "Ports": "",
+                "Names": doc["Name"].lstrip("/"),
+            }
+        )
+    if o.get_string("format") == "json":
+        for row in rows:
+            print(go_json(row))
+        return 0
+    if o.get_string("format"):
+        fail("--format: only 'json' is supported")
+    header = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")
+    keys = ("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names")
+    print_table(header, [tuple(r[k] for k in keys) for r in rows])
+    return 0
+
+
+def _rm(argv: list[str]) -> int:
+    from kobako.errors import KobakoError
+
+    o = RM.parse(argv)
+    if not o.args:
+        fail("'kobako rm' requires at least 1 argument")
+    containers = _containers(_store())
+    failed = False
+    for ref in o.args:
+        try:
+            doc = containers.get(ref)
+            containers.remove(doc, volumes=o.get_bool("volumes"))
+        except KobakoError as e:
+            print(f"kobako: {e}", file=sys.stderr)
+            failed = True
+            continue
+        print(ref)
+    return 1 if failed else 0
+
+
+PRUNE = Command(
+    "kobako container prune [OPTIONS]",
+    "Remove all stopped containers",
+    (Flag("force", "f", BOOL, "Do not prompt for confirmation"),),
+)
+
+
+def _prune(argv: list[str]) -> int:
+    from kobako.cli.fmt import human_size
+
+    o = PRUNE.parse(argv)
+    if not o.get_bool("force"):
+        print(
+            "WARNING! This will remove all stopped containers.\n"
+            "Are you sure you want to continue? [y/N] ",
+            end="",
+            flush=True,
+        )
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    store = _store()
+    containers = _containers(store)
+    removed = []
+    freed = 0
+    for doc in containers.list():
+        if doc["State"].get("Status") in ("exited", "created"):
+            freed += _tree_bytes(doc["GraphDriver"]["Data"]["UpperDir"])
+            containers.remove(doc)
+            removed.append(doc["Id"])
+    if removed:
+        print("Deleted Containers:")
+        for cid in removed:
+            print(cid)
+        print()
+    print(f"Total reclaimed space: {human_size(freed)}")
+    return 0
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _one(argv: list[str], command: Command, verb: str) -> tuple[Any, list[str]]:
+    o = command.parse(argv)
+    if not o.args:
+        fail(f"'kobako {verb}' requires at least 1 argument")
+    return o, o.args
+
+
+def _diff(argv: list[str]) -> int:
+    from kobako.runtime.from_image import changes
+
+    _, args = _one(argv, DIFF, "diff")
+    if len(args) != 1:
+        fail(f"'kobako diff' requires exactly 1 argument, got {len(args)}")
+    store = _store()
+    doc = _containers(store).get(args[0])
+    for kind, path in changes(store, doc):
+        print(f"{kind} {path}")
+    return 0
+
+
+def _commit(argv: list[str]) -> int:
+    from kobako.runtime.from_image import commit
+
+    o, args = _one(argv, COMMIT, "commit")
+    if len(args) > 2:
+        fail(f"'kobako commit' requires at most 2 arguments, got {len(args)}")
+    store = _store()
+    doc = _containers(store).get(args[0])
+    image = commit(
+        store,
+        doc,
+        args[1] if len(args) > 1 else None,
+        message=o.get_string("message"),
+        author=o.get_string("author"),
+        changes_=o.get_strings("change"),
+    )
+    print(image.id)
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    from kobako.runtime.from_image import export
+
+    o, args = _one(argv, EXPORT, "export")
+    if len(args) != 1:
+        fail(f"'kobako export' requires exactly 1 argument, got {len(args)}")
+    store = _store()
+    doc = _containers(store).get(args[0])
+    output = o.get_string("output")
+    if not output:
+        if os.isatty(1):
+            fail("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        sys.stdout.flush()
+        export(store, doc, 1)
+        return 0
+    tmp = f"{output}.kobako-{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        export(store, doc, fd)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, output)
+    return 0
+
+
+def _inspect(argv: list[str]) -> int:
+    from kobako.cli.fmt import go_json
+    from kobako.errors import NotFound
+
+    o = INSPECT.parse(argv)
+    if not o.args:
+        fail("'kobako inspect' requires at least 1 argument")
+    kind = o.get_string("type")
+    if kind not in ("", "container", "image"):
+        fail(f'"{kind}" is not a valid value for --type')
+    store = _store()
+    containers = _containers(store)
+    docs: list[Any] = []
+    failed = False
+    for ref in o.args:
+        doc: Any = None
+        if kind in ("", "container"):
+            try:
+                doc = containers.get(ref)
+            except NotFound:
+                doc = None
+        if doc is None and kind in ("", "image"):
+            from kobako.images import inspect_doc
+
+            try:
+                doc = inspect_doc(store, store.image(ref))
+            except NotFound:
+                doc = None
+        if doc is None:
+            print(f"kobako: No such object: {ref}", file=sys.stderr)
+            failed = True
+            continue
+        docs.append(doc)
+    template = o.get_string("format")
+    if template:
+        from kobako.cli.fmt import render_template
+
+        for doc in docs:
+            print(render_template(template, doc))
+    else:
+        print(go_json(docs, sort_keys=False, indent=4))
+    return 1 if failed else 0
