@@ -12,6 +12,9 @@ and exits with its :attr:`KobakoError.exit_code` (125 unless said otherwise, as 
     ├── Conflict                     the operation clashes with the state (an image in use…)
     ├── LayerError                   a layer cannot be applied; .layer, .entry, .reason
     ├── DigestMismatch               content does not hash to its digest; .expected, .actual
+    ├── RegistryError                a registry refused or failed; .registry, .status, .code
+    │   ├── AuthenticationError      credentials missing or refused (unauthorized, denied)
+    │   └── RegistryUnreachable      no answer: DNS, refused connection, timeout, TLS
     ├── CgroupError                  creating, limiting or removing a cgroup failed
     ├── StartError                   setting up the container failed; .step, .errno, .path
     │   ├── CommandNotFound          the command does not exist in the container (exit 127)
@@ -27,6 +30,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "AuthenticationError",
     "CgroupError",
     "CommandNotExecutable",
     "CommandNotFound",
@@ -39,6 +43,8 @@ __all__ = [
     "KobakoError",
     "LayerError",
     "NotFound",
+    "RegistryError",
+    "RegistryUnreachable",
     "StartError",
 ]
 
@@ -100,6 +106,30 @@ class DigestMismatch(KobakoError):
         super().__init__(message or f"digest mismatch: expected {expected}, got {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class RegistryError(KobakoError):
+    """A registry answered with an error (or something that is not the distribution API).
+
+    Attributes:
+        registry: The registry's host (``registry-1.docker.io``, ``127.0.0.1:5000``).
+        status: The HTTP status (0 if none).
+        code: The distribution spec's error code (``MANIFEST_UNKNOWN``, ``DENIED``…) or "".
+    """
+
+    def __init__(self, message: str, registry: str = "", status: int = 0, code: str = ""):
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+        self.code = code
+
+
+class AuthenticationError(RegistryError):
+    """The registry wants credentials, or refused the ones given (401, 403, a failed token)."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry could not be reached or did not answer in time."""
 
 
 class CgroupError(KobakoError):
