@@ -60,6 +60,51 @@ class Client:
 
         return ContainerCollection(self)
 
+    def login(
+        self,
+        username: str,
+        password: str | None = None,
+        email: str | None = None,
+        registry: str | None = None,
+        reauth: bool = False,
+        dockercfg_path: str | None = None,
+    ) -> dict[str, str]:
+        """Check credentials with a registry and keep them in Docker's config.json.
+
+        Args:
+            username: The user.
+            password: The password (or token).
+            email: Ignored (as registries ignore it).
+            registry: The registry (``docker.io`` if None).
+            reauth: Ignored: the credentials are always checked.
+            dockercfg_path: Not supported (``$DOCKER_CONFIG`` chooses the config.json).
+
+        Returns:
+            ``{"Status": "Login Succeeded"}``, as docker-py returns the daemon's answer.
+
+        Raises:
+            AuthenticationError: The registry refused them.
+            RegistryUnreachable: It cannot be reached.
+        """
+        del email, reauth
+        from kobako.errors import InvalidArgument
+        from kobako.image.auth import store_credentials
+        from kobako.image.registry import Registry
+
+        if dockercfg_path is not None:
+            raise InvalidArgument("dockercfg_path: set $DOCKER_CONFIG to its directory instead")
+        server = registry or "docker.io"
+        for scheme in ("https://", "http://"):
+            server = server.removeprefix(scheme)
+        server = server.split("/", 1)[0]
+        client = Registry(server, credentials=(username, password or ""), use_config=False)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        store_credentials(server, username, password or "")
+        return {"Status": "Login Succeeded"}
+
 
 def from_env() -> Client:
     """A client for the root ``$KOBAKO_ROOT`` names (``/var/lib/kobako`` if unset)."""

@@ -265,10 +265,12 @@ class ContainerCollection:
         Raises:
             ContainerError: The command exited with a non-zero status (``.exit_status``,
                 ``.stderr``, ``.container``).
-            ImageNotFound: No such image.
+            ImageNotFound: No such image, here or in its registry (a missing image is pulled,
+                as docker-py does).
             InvalidArgument: A bad argument.
             StartError: The container could not be set up.
         """
+        from kobako.errors import ImageNotFound
         from kobako.runtime import from_image
 
         if detach:
@@ -304,6 +306,10 @@ class ContainerCollection:
             else {k: v for k, _, v in (item.partition("=") for item in labels or ())}
         )
         store = self.client.store
+        try:
+            from_image.find_image(store, ref)
+        except ImageNotFound:  # docker-py pulls what is missing, then runs it
+            self.client.images.pull(ref)
         doc, final = from_image.create(
             store,
             ref,

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
     from kobako.client import Client
+    from kobako.image.registry import Registry
     from kobako.image.store import ImageRecord, Store
 
 __all__ = ["Image", "ImageCollection", "inspect_doc", "remove_image"]
@@ -234,6 +235,71 @@ class ImageCollection:
         )
         return self.get(record.id)
 
+    def pull(
+        self,
+        repository: str,
+        tag: str | None = None,
+        all_tags: bool = False,
+        *,
+        platform: str | None = None,
+        auth_config: dict[str, str] | None = None,
+    ) -> Image:
+        """Pull an image from its registry (``docker pull``) and return it.
+
+        Args:
+            repository: ``busybox``, ``host:5000/app``, or a whole reference with its tag
+                or digest.
+            tag: The tag (or ``sha256:…`` digest) if ``repository`` has none; ``latest``
+                when neither says.
+            all_tags: Not supported (raises InvalidArgument).
+            platform: ``os/arch[/variant]`` to pick from a multi-platform image.
+            auth_config: ``{"username": ..., "password": ...}`` instead of the credentials
+                in Docker's config.json.
+
+        Raises:
+            ImageNotFound: The registry has no such image.
+            AuthenticationError: The registry refused the credentials.
+            RegistryUnreachable: It cannot be reached.
+            RegistryError: It answered with another error.
+            DigestMismatch, LayerError: The content is corrupt or hostile (nothing stored).
+        """
+        from kobako.errors import InvalidArgument
+        from kobako.image.pull import parse_platform, pull
+        from kobako.image.reference import parse
+
+        if all_tags:
+            raise InvalidArgument("all_tags: pulling every tag is not supported")
+        name = _with_tag(repository, tag)
+        result = pull(
+            self.client.store,
+            name,
+            platform=parse_platform(platform) if platform else None,
+            registry=_registry(parse(name).domain, auth_config),
+        )
+        return Image(self.client, result.image)
+
+    def push(
+        self,
+        repository: str,
+        tag: str | None = None,
+        *,
+        auth_config: dict[str, str] | None = None,
+    ) -> str:
+        """Push an image to its registry (``docker push``); returns the manifest digest.
+
+        Raises:
+            ImageNotFound: No image has that name here.
+            AuthenticationError: The registry refused the credentials (or wants some).
+            RegistryUnreachable: It cannot be reached.
+            RegistryError: It answered with another error.
+        """
+        from kobako.image.push import push
+        from kobako.image.reference import parse
+
+        name = _with_tag(repository, tag)
+        registry = _registry(parse(name).domain, auth_config)
+        return push(self.client.store, name, registry=registry)
+
     def tag(self, image: Image | str, repository: str, tag: str | None = None) -> bool:
         """Name an image ``repository[:tag]`` (``docker tag``)."""
         record = self.client.store.image(image.id if isinstance(image, Image) else image)
@@ -271,6 +337,25 @@ class ImageCollection:
             deleted.append({"Deleted": record.id})
         collected = store.collect()
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": collected.freed}
+
+
+def _with_tag(repository: str, tag: str | None) -> str:
+    if not tag:
+        return repository
+    return f"{repository}@{tag}" if tag.startswith("sha256:") else f"{repository}:{tag}"
+
+
+def _registry(domain: str, auth_config: dict[str, str] | None) -> Registry | None:
+    """A registry client with the caller's credentials, or None for Docker's config."""
+    if not auth_config:
+        return None
+    from kobako.image.registry import Registry
+
+    return Registry(
+        domain,
+        credentials=(auth_config["username"], auth_config["password"]),
+        use_config=False,
+    )
 
 
 def remove_image(

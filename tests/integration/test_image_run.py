@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 import kobako
-from kobako.errors import Conflict, ContainerError, ImageNotFound, InvalidArgument
+from kobako.errors import (
+    Conflict,
+    ContainerError,
+    ImageNotFound,
+    InvalidArgument,
+    RegistryUnreachable,
+)
 from kobako.image.store import ImageRecord, Store
 from kobako.runtime.containers import ContainerStore
 from tests.conftest import kobako as cli
@@ -209,7 +215,7 @@ def test_export_refuses_a_terminal_and_unknown_names_fail_in_one_line(root: str)
         r = cli(*args)
         assert r.returncode != 0
         assert r.stderr.strip().count("\n") == 0 and "nope" in r.stderr, r.stderr
-    r = cli("run", "--rm", "no-such-image:1")
+    r = cli("run", "--rm", "--pull", "never", "no-such-image:1")
     assert r.returncode == 125 and "Unable to find image 'no-such-image:1'" in r.stderr
 
 
@@ -277,8 +283,8 @@ def test_client_rejects_bad_arguments(app: ImageRecord, root: str) -> None:
     client = kobako.Client(root=root)
     with pytest.raises(InvalidArgument):
         client.containers.run("app:1", "true", mem_limit="lots")
-    with pytest.raises(ImageNotFound):
-        client.containers.run("nope:1", "true")
+    with pytest.raises(RegistryUnreachable):  # a missing image is pulled, as docker-py does
+        client.containers.run("127.0.0.1:1/nope:1", "true")  # (nothing listens on port 1)
     assert client.containers.list(all=True) == []
 
 

@@ -35,6 +35,10 @@ VERBS = {
     "export": "containers",
     "inspect": "containers",
     "system": "system",
+    "pull": "registry",
+    "push": "registry",
+    "login": "registry",
+    "logout": "registry",
 }
 
 USAGE = """\
@@ -60,6 +64,10 @@ Commands:
   load        Load an image from a tar archive or STDIN
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
   import      Import the contents from a tarball to create a filesystem image
+  pull        Download an image from a registry
+  push        Upload an image to a registry
+  login       Log in to a registry
+  logout      Log out from a registry
   inspect     Return low-level information on containers or images
 
 Management Commands:

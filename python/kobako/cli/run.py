@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from kobako.image.store import Store
     from kobako.runtime.lifecycle import Exit
 
 #: ``docker run``'s flags that kobako has, with docker's value names in ``--help``.
@@ -58,6 +59,14 @@ FLAGS = (
         aliases=("net",),
     ),
     Flag("entrypoint", "", STRING, "Overwrite the default ENTRYPOINT of the image"),
+    Flag(
+        "pull",
+        "",
+        STRING,
+        'Pull image before running ("always", "missing", "never")',
+        default="missing",
+    ),
+    Flag("platform", "", STRING, "Set platform if server is multi-platform capable"),
     Flag("memory", "m", STRING, "Memory limit", varname="bytes"),
     Flag(
         "memory-swap",
@@ -99,6 +108,8 @@ class Parsed:
         self.labels: dict[str, str] = {}
         self.workdir_given = False
         self.auto_remove = False
+        self.pull = "missing"
+        self.platform = ""
 
 
 def _idmap(value: str) -> IdMap:
@@ -183,6 +194,8 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.workdir_given = o.changed("workdir")
     p.auto_remove = verb == "run" and o.get_bool("rm")
     p.interactive = o.get_bool("interactive")
+    p.pull = o.get_string("pull")
+    p.platform = o.get_string("platform")
     network = o.get_string("network")
     if network not in ("none", "host"):
         fail(f"network {network} not found (supported: none, host)")
@@ -247,6 +260,7 @@ def main(argv: list[str], verb: str = "run") -> int:
     from kobako.runtime import from_image
 
     store = Store.open()
+    _image(store, p.image, p.pull, p.platform)
     doc, final = from_image.create(
         store,
         p.image,
@@ -263,6 +277,31 @@ def main(argv: list[str], verb: str = "run") -> int:
     return _report(
         _with_stdin(p.interactive, lambda stdin: from_image.start(store, doc, final, **stdin))
     )
+
+
+def _image(store: Store, name: str, policy: str, platform: str) -> None:
+    """Make sure the image to run is in the store, pulling it first as ``--pull`` says.
+
+    ``missing`` pulls only what the store lacks (the built-in busybox is made, not pulled),
+    ``always`` pulls every time, ``never`` never does. Pull progress goes to stderr, as
+    docker's does for ``run``.
+    """
+    from kobako.errors import ImageNotFound
+    from kobako.runtime.from_image import find_image
+
+    if policy not in ("always", "missing", "never"):
+        fail(f'invalid pull option: \'{policy}\': must be one of "always", "missing" or "never"')
+    if policy != "always":
+        try:
+            find_image(store, name)
+            return
+        except ImageNotFound:
+            if policy == "never":
+                raise
+        print(f"Unable to find image '{name}' locally", file=sys.stderr, flush=True)
+    from kobako.cli.registry import pull_image
+
+    pull_image(store, name, quiet=False, platform=platform, out=sys.stderr)
 
 
 def _with_stdin(interactive: bool, call: Callable[[dict[str, Any]], Exit]) -> Exit:

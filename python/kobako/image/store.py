@@ -1086,36 +1086,82 @@ class Stage:
             LayerError: An entry is hostile or corrupt, or the stream is truncated.
             DigestMismatch: The blob or its tar does not hash as it should.
         """
-        from kobako import _native
-
         if chain_id is not None and (existing := self._layer(chain_id)) is not None:
             return existing
-        work = os.path.join(self._layers, "incoming-" + os.urandom(8).hex())
-        diff = os.path.join(work, "diff")
-        os.mkdir(work, 0o700)
-        os.mkdir(diff, 0o755)
-        name = blob_digest
         try:
             fd = os.open(self.blob_path(blob_digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"no such blob: {blob_digest}") from None
         try:
-            digest, actual_diff_id, _, _ = _native.extract_layer(fd, diff, name)
+            return self._extract(fd, blob_digest, diff_id, chain_id, None)
         finally:
             os.close(fd)
-        if digest != blob_digest:
-            raise DigestMismatch(
-                blob_digest, digest, f"layer {blob_digest} is corrupt: it hashes to {digest}"
+
+    def add_layer_stream(
+        self, source_fd: int, blob_digest: str, diff_id: str | None, chain_id: str | None = None
+    ) -> Layer:
+        """Extract a layer blob as it streams in from ``source_fd``, staging the blob too.
+
+        The blob is written to the stage as it is read (it is what ``save`` and ``push``
+        send later), checked against ``blob_digest`` in the same pass, and kept only if it
+        matches. ``source_fd`` is read to its end (a pipe a download writes into, say).
+
+        Raises:
+            LayerError: An entry is hostile or corrupt, or the stream is truncated.
+            DigestMismatch: The blob or its tar does not hash as it should.
+        """
+        tmp = os.path.join(self._blobs, "incoming-" + os.urandom(8).hex())
+        tee = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            layer = self._extract(source_fd, blob_digest, diff_id, chain_id, tee)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        finally:
+            os.close(tee)
+        if self.has_blob(blob_digest):
+            os.unlink(tmp)
+        else:
+            staged = os.path.join(self._blobs, _hex(blob_digest))
+            os.rename(tmp, staged)
+            self._staged_blobs[blob_digest] = os.stat(staged).st_size
+        return layer
+
+    def _extract(
+        self,
+        fd: int,
+        blob_digest: str,
+        diff_id: str | None,
+        chain_id: str | None,
+        tee_fd: int | None,
+    ) -> Layer:
+        from kobako import _native
+
+        work = os.path.join(self._layers, "incoming-" + os.urandom(8).hex())
+        diff = os.path.join(work, "diff")
+        os.mkdir(work, 0o700)
+        os.mkdir(diff, 0o755)
+        try:
+            digest, actual_diff_id, _, _ = _native.extract_layer(
+                fd, diff, blob_digest, tee_fd=tee_fd
             )
-        if diff_id is not None and actual_diff_id != diff_id:
-            raise DigestMismatch(
-                diff_id,
-                actual_diff_id,
-                f"layer {blob_digest}: its tar hashes to {actual_diff_id}, "
-                f"but the image config says {diff_id}",
-            )
+            if digest != blob_digest:
+                raise DigestMismatch(
+                    blob_digest, digest, f"layer {blob_digest} is corrupt: it hashes to {digest}"
+                )
+            if diff_id is not None and actual_diff_id != diff_id:
+                raise DigestMismatch(
+                    diff_id,
+                    actual_diff_id,
+                    f"layer {blob_digest}: its tar hashes to {actual_diff_id}, "
+                    f"but the image config says {diff_id}",
+                )
+        except BaseException:
+            _remove_tree(work)
+            raise
         chain = chain_id or actual_diff_id
         if (existing := self._layer(chain)) is not None:
+            _remove_tree(work)
             return existing
         size = tree_size(diff)
         meta = {"chain_id": chain, "diff_id": actual_diff_id, "blob": blob_digest, "size": size}
@@ -1220,6 +1266,12 @@ def _json_dumps(doc: Any) -> bytes:
     import json
 
     return json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n"
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def tree_size(path: str) -> int:
