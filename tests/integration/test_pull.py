@@ -303,6 +303,8 @@ def test_multi_platform_index_picks_this_platform_or_the_one_asked(
         store = Store.open(root)
         got = pull(store, f"{reg.host}/multi:1")
         assert got.digest == index_digest and got.image.id == image.id
+        assert got.image.manifest_digest == index_digest  # Docker's RepoDigest: the index
+        assert got.image.manifest.config.digest == image.manifest.config.digest
         theirs = pull(store, f"{reg.host}/multi:1", platform=("linux", foreign, ""))
         assert theirs.image.id == other_cfg
         r = cli("pull", "--platform", "nonsense", f"{reg.host}/multi:1")

@@ -135,7 +135,10 @@ def pull(
             raise InvalidArgument(f"image index {digest} nests too deeply")
         manifest_digest, manifest_content = documents[-1]
         manifest = parse_manifest(manifest_content)
-        named = digest if ref.digest else manifest_digest
+        # The name leads to what the registry named (an index, as Docker's RepoDigests
+        # show it), unless another platform than this one was asked for: the store reads an
+        # index for the running platform.
+        named = digest if ref.digest or platform is None else manifest_digest
 
         current = _current(store, full if ref.digest is None else named)
         if current is not None and current.manifest_digest == named and _complete(store, current):
