@@ -69,7 +69,13 @@ def main(argv: list[str], verb: str = "pull") -> int:
         "login": _login,
         "logout": _logout,
     }
-    return handlers[verb](argv)
+    from kobako.errors import KobakoError
+
+    try:
+        return handlers[verb](argv)
+    except KobakoError as e:  # what the registry or the store said: exit 1, as docker's
+        print(f"kobako: {e}", file=sys.stderr)
+        return 1
 
 
 def _store() -> Store:
