@@ -34,7 +34,7 @@ def attach_device_filter(cgroup_fd: int, rules: list[tuple[str, int, int, str]])
 
 def extract_layer(
     source_fd: int, target: str, layer: str, *, tee_fd: int | None = None
-) -> tuple[str, str, int, int]:
+) -> tuple[str, str, int, int, int]:
     """Extract the layer read from ``source_fd`` (to its end) into the directory ``target``.
 
     The blob may be a plain, gzip or zstd tar (told by its magic bytes). Every path is resolved
@@ -48,7 +48,8 @@ def extract_layer(
         tee_fd: If given, receives every byte read from ``source_fd``, as read.
 
     Returns:
-        ``(blob digest, diff ID, bytes read, entries)``, digests as ``sha256:<hex>``.
+        ``(blob digest, diff ID, bytes read, entries, size)``, digests as ``sha256:<hex>``;
+        ``size`` is the apparent bytes of the files and symlinks made (hard links once).
 
     Raises:
         kobako.errors.LayerError: A hostile, corrupt or truncated layer, or a failure to

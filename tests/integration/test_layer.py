@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from kobako import _native
 from kobako.errors import LayerError
+from kobako.image.store import tree_size
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 LAYER = "sha256:" + "ab" * 32
@@ -258,6 +259,7 @@ def test_round_trip(
             got = extract(blob, target)
             assert got[:3] == (blob_digest, diff_id, size)
             assert snapshot(target) == want
+            assert got[4] == tree_size(str(target))  # the size the store records, counted
             # Same tree, same bytes.
             again = pack(source, base / "again", compression=compression)
             assert again[:2] == (blob_digest, diff_id)
@@ -476,7 +478,8 @@ def test_tee_gets_the_exact_bytes(tmp_path: Path, compression: str) -> None:
         os.close(w)
         reader.join()
         os.close(r)
-    assert got == (blob_digest, diff_id, size, 2)
+    assert got[:4] == (blob_digest, diff_id, size, 2)
+    assert got[4] == tree_size(str(target))
     assert bytes(received) == blob.read_bytes()
     assert (target / "etc/motd").read_bytes() == b"hello\n" * 5000
 

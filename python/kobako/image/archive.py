@@ -544,7 +544,7 @@ def _check_diff_id(stage: Stage, blob: str, diff_id: str) -> None:
     try:
         fd = os.open(stage.blob_path(blob), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _, actual, _, _ = _native.extract_layer(fd, scratch, blob)
+            _, actual, _, _, _ = _native.extract_layer(fd, scratch, blob)
         finally:
             os.close(fd)
     finally:

@@ -1142,7 +1142,7 @@ class Stage:
         os.mkdir(work, 0o700)
         os.mkdir(diff, 0o755)
         try:
-            digest, actual_diff_id, _, _ = _native.extract_layer(
+            digest, actual_diff_id, _, _, size = _native.extract_layer(
                 fd, diff, blob_digest, tee_fd=tee_fd
             )
             if digest != blob_digest:
@@ -1163,7 +1163,6 @@ class Stage:
         if (existing := self._layer(chain)) is not None:
             _remove_tree(work)
             return existing
-        size = tree_size(diff)
         meta = {"chain_id": chain, "diff_id": actual_diff_id, "blob": blob_digest, "size": size}
         with open(os.path.join(work, "layer.json"), "wb") as f:
             f.write(_json_dumps(meta))

@@ -43,6 +43,9 @@ pub struct Extracted {
     pub compressed_size: u64,
     /// Number of tar entries applied (PAX and GNU long-name headers not counted).
     pub entries: u64,
+    /// Apparent bytes of the files and symlinks made (hard links not counted again): the
+    /// layer's size as `docker images` adds it up, without walking the tree afterwards.
+    pub size: u64,
 }
 
 /// Extract the layer read from `reader` into the existing directory `target_dir`.
@@ -79,7 +82,7 @@ pub fn extract(
         let applied = apply_all(stream::ChannelReader::new(hashed_rx, free_tx), root, &fail);
         let hashed = hasher.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let decoded = decoder.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let entries = applied?;
+        let (entries, size) = applied?;
         let read = decoded.map_err(|e| fail("<stream>", e.to_string()))?;
         // The hasher saw the whole stream: the extracting thread read it to its end.
         let digests = hashed.ok_or_else(|| fail("<stream>", "extraction stopped".into()))?;
@@ -88,17 +91,18 @@ pub fn extract(
             diff_id: digests.tar,
             compressed_size: read,
             entries,
+            size,
         })
     })
 }
 
 /// Apply every entry of the tar read from `tar`, then read it to its end; return the number of
-/// entries.
+/// entries and the bytes of the files and symlinks made.
 fn apply_all(
     tar: stream::ChannelReader,
     root: Dir,
     fail: &dyn Fn(&str, String) -> Error,
-) -> Result<u64, Error> {
+) -> Result<(u64, u64), Error> {
     let mut archive = tar::Archive::new(tar);
     // A default ACL makes creation modes ignore the umask: then every mode is set explicitly.
     let umask = if root.has_default_acl() { None } else { process_umask() };
@@ -110,6 +114,7 @@ fn apply_all(
         ids: unsafe { (libc::geteuid(), libc::getegid()) },
         umask,
         data: vec![0u8; 1 << 17],
+        size: 0,
     };
     let mut entries = 0u64;
     let mut pending = headers::Pending::default();
@@ -131,7 +136,7 @@ fn apply_all(
     state.finish().map_err(|(entry, reason)| fail(&entry, reason))?;
     // Read the end-of-archive blocks and anything after them, so both digests cover the blob.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| fail("<stream>", e.to_string()))?;
-    Ok(entries)
+    Ok((entries, state.size))
 }
 
 /// The process's umask, read without changing it (umask(2) would race with other threads).
@@ -192,6 +197,8 @@ struct Extractor {
     umask: Option<u32>,
     /// The buffer file contents are copied through.
     data: Vec<u8>,
+    /// Apparent bytes of the files and symlinks made so far.
+    size: u64,
 }
 
 impl Extractor {
@@ -281,9 +288,13 @@ impl Extractor {
                 match &what.sparse {
                     None => {
                         let size = entry.size();
-                        fsops::write_all(&file, entry, &mut self.data, size)?
+                        fsops::write_all(&file, entry, &mut self.data, size)?;
+                        self.size += size;
                     }
-                    Some((map, size)) => fsops::write_sparse(&file, entry, &mut self.data, map, *size)?,
+                    Some((map, size)) => {
+                        fsops::write_sparse(&file, entry, &mut self.data, map, *size)?;
+                        self.size += *size;
+                    }
                 }
                 fsops::set_meta_fd(file.as_raw_fd(), meta, created)?;
                 fsops::set_mtime_fd(file.as_raw_fd(), meta.mtime)?;
@@ -293,6 +304,7 @@ impl Extractor {
                 let target = cstring(target)?;
                 parent.remove_existing(&base_c, false)?;
                 parent.symlink(&target, &base_c)?;
+                self.size += target.as_bytes().len() as u64;
                 if !created.owner {
                     parent.chown(&base_c, meta.uid, meta.gid)?;
                 }

@@ -262,7 +262,7 @@ fn dup_fd(fd: i32, what: &str) -> PyResult<File> {
 
 /// Extract the layer read from ``source_fd`` (to its end) into the directory ``target``.
 ///
-/// Returns ``(blob digest, diff ID, bytes read, entries)``. Every byte read is also written to
+/// Returns ``(blob digest, diff ID, bytes read, entries, size)``. Every byte read is also written to
 /// ``tee_fd`` when given. Neither fd is closed.
 #[pyfunction]
 #[pyo3(signature = (source_fd, target, layer, *, tee_fd=None))]
@@ -272,14 +272,14 @@ fn extract_layer(
     target: String,
     layer: String,
     tee_fd: Option<i32>,
-) -> PyResult<(String, String, u64, u64)> {
+) -> PyResult<(String, String, u64, u64, u64)> {
     let source = dup_fd(source_fd, "source_fd")?;
     let mut tee = tee_fd.map(|fd| dup_fd(fd, "tee_fd")).transpose()?;
     let out = py.detach(|| {
         let tee = tee.as_mut().map(|t| t as &mut (dyn std::io::Write + Send));
         layer::extract(source, tee, Path::new(&target), &layer)
     })?;
-    Ok((out.compressed_digest, out.diff_id, out.compressed_size, out.entries))
+    Ok((out.compressed_digest, out.diff_id, out.compressed_size, out.entries, out.size))
 }
 
 /// Write the tree at ``source`` as a layer to ``out_fd`` (not closed).
