@@ -325,22 +325,10 @@ class Store:
     def _write_blob(
         self, data: bytes | bytearray | memoryview | Readable, expected: str | None
     ) -> Descriptor:
-        import hashlib
 
         path, fd = self._temp_file("blob-")
         try:
-            sha = hashlib.sha256()
-            if isinstance(data, bytes | bytearray | memoryview):
-                sha.update(data)
-                _write_all(fd, data)
-                size = len(data)
-            else:
-                size = 0
-                while chunk := data.read(_CHUNK):
-                    sha.update(chunk)
-                    _write_all(fd, chunk)
-                    size += len(chunk)
-            digest = "sha256:" + sha.hexdigest()
+            digest, size = _write_hashed(fd, data)
             if expected is not None and digest != expected:
                 raise DigestMismatch(expected, digest)
             os.fchmod(fd, 0o444)
@@ -1034,7 +1022,6 @@ class Stage:
         Raises:
             DigestMismatch: The content does not have ``expected_digest``; nothing is kept.
         """
-        import hashlib
 
         if expected_digest is not None and self.has_blob(expected_digest):
             path = self.blob_path(expected_digest)
@@ -1042,18 +1029,7 @@ class Stage:
         tmp = os.path.join(self._blobs, "incoming-" + os.urandom(8).hex())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
-            sha = hashlib.sha256()
-            if isinstance(data, bytes | bytearray | memoryview):
-                sha.update(data)
-                _write_all(fd, data)
-                size = len(data)
-            else:
-                size = 0
-                while chunk := data.read(_CHUNK):
-                    sha.update(chunk)
-                    _write_all(fd, chunk)
-                    size += len(chunk)
-            digest = "sha256:" + sha.hexdigest()
+            digest, size = _write_hashed(fd, data)
             if expected_digest is not None and digest != expected_digest:
                 raise DigestMismatch(expected_digest, digest)
         except BaseException:
@@ -1265,6 +1241,23 @@ def _json_dumps(doc: Any) -> bytes:
     import json
 
     return json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n"
+
+
+def _write_hashed(fd: int, data: bytes | bytearray | memoryview | Readable) -> tuple[str, int]:
+    """Write ``data`` (bytes, or a stream read to its end) to ``fd``; its digest and size."""
+    import hashlib
+
+    sha = hashlib.sha256()
+    if isinstance(data, bytes | bytearray | memoryview):
+        sha.update(data)
+        _write_all(fd, data)
+        return "sha256:" + sha.hexdigest(), len(data)
+    size = 0
+    while chunk := data.read(_CHUNK):
+        sha.update(chunk)
+        _write_all(fd, chunk)
+        size += len(chunk)
+    return "sha256:" + sha.hexdigest(), size
 
 
 def _remove_tree(path: str) -> None:
