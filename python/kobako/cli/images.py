@@ -652,16 +652,9 @@ def _prune(argv: list[str]) -> int:
 
 
 def _open_input(path: str) -> BinaryIO:
-    """Open a file to read; a failure is docker's ``open PATH: reason`` (one line)."""
-    from kobako.errors import NotFound
+    from kobako.image.archive import open_input
 
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise NotFound(f"open {path}: no such file or directory") from None
-    except OSError as e:
-        reason = (e.strerror or str(e))[:1].lower() + (e.strerror or str(e))[1:]
-        raise InvalidArgument(f"open {path}: {reason}") from None
+    return open_input(path)
 
 
 def _load(argv: list[str]) -> int:

@@ -72,6 +72,7 @@ __all__ = [
     "default_image",
     "import_image",
     "load",
+    "open_input",
     "save",
 ]
 
@@ -654,7 +655,7 @@ def load(store: Store, source: Source) -> list[LoadedImage]:
     label = _label(source)
     own = None
     if isinstance(source, str | os.PathLike):
-        own = _open(label)
+        own = open_input(label)
         stream: BinaryIO = own
     else:
         stream = source
@@ -694,8 +695,13 @@ def load(store: Store, source: Source) -> list[LoadedImage]:
             own.close()
 
 
-def _open(path: str) -> BinaryIO:
-    """Open an input file; a failure is one line, as docker's ``open PATH: reason``."""
+def open_input(path: str) -> BinaryIO:
+    """Open an input file; a failure is one line, as docker's ``open PATH: reason``.
+
+    Raises:
+        NotFound: There is no such file.
+        InvalidArgument: It cannot be opened (the reason as docker words it).
+    """
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -975,7 +981,7 @@ def import_image(
     label = _label(source)
     own = None
     if isinstance(source, str | os.PathLike):
-        own = _open(label)
+        own = open_input(label)
         stream: Readable = own
     else:
         stream = source
