@@ -4,8 +4,9 @@ The manifest goes up exactly as stored, so its digest is the one the registry (a
 client reading it back) computes. Per layer, as ``docker push`` does: a HEAD request first
 (the registry has it: skipped), then a cross-repository mount from another repository of
 the same registry that the image came from or was pushed to (one of its names there), and
-an upload only when neither works; then the config; the manifest last, once every blob it
-names is in. Foreign (non-distributable) layers are not pushed, as Docker does not.
+an upload only when neither works, up to five layers at once (Docker's
+``max-concurrent-uploads``); then the config; the manifest last, once every blob it names
+is in. Foreign (non-distributable) layers are not pushed, as Docker does not.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
     #: "Layer already exists", "Mounted from REPO".
     Progress = Callable[[str, str, int, int], None]
 
-__all__ = ["push"]
+__all__ = ["MAX_CONCURRENT_UPLOADS", "push"]
+
+#: Layers uploaded at once (Docker's ``max-concurrent-uploads``).
+MAX_CONCURRENT_UPLOADS = 5
 
 #: Layers whose blobs live elsewhere (Windows base layers): Docker does not push them.
 _FOREIGN = frozenset(
@@ -81,11 +85,19 @@ def push(
         sources = _sources(image, ref.domain, ref.path)
         for layer in image.manifest.layers:
             _report(progress, layer, "Preparing", 0, layer.size)
+        todo: list[Descriptor] = []
         for layer in image.manifest.layers:
             if layer.media_type in _FOREIGN:
                 _report(progress, layer, "Skipped foreign layer", 0, 0)
-                continue
-            _push_blob(store, registry, ref.path, layer, sources, progress, chunk_size)
+            elif layer.digest not in (d.digest for d in todo):
+                todo.append(layer)
+        _in_parallel(
+            lambda layer: _push_blob(
+                store, registry, ref.path, layer, sources, progress, chunk_size
+            ),
+            todo,
+            MAX_CONCURRENT_UPLOADS,
+        )
         config = image.manifest.config
         _push_blob(store, registry, ref.path, config, sources, None, chunk_size)
         registry.put_manifest(ref.path, ref.tag or digest, content, media_type)
@@ -93,6 +105,46 @@ def push(
     finally:
         if own:
             registry.close()
+
+
+def _in_parallel(work: Callable[[Descriptor], None], items: list[Descriptor], most: int) -> None:
+    """``work(item)`` for every item, ``most`` at a time; the first error is raised.
+
+    Once one fails, the items not started are left alone (those running finish).
+    """
+    import threading
+
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    queue = list(items)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if errors or not queue:
+                    return
+                item = queue.pop(0)
+            try:
+                work(item)
+            except BaseException as e:  # re-raised in the caller's thread
+                with lock:
+                    errors.append(e)
+                return
+
+    threads = [
+        threading.Thread(target=worker, daemon=True) for _ in range(min(most, len(items)) - 1)
+    ]
+    for t in threads:
+        t.start()
+    worker()  # the calling thread is one of the workers
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _manifest(store: Store, image: ImageRecord) -> tuple[str, bytes, str]:
