@@ -39,7 +39,14 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: kobako-tests
-{tls}{auth}"""
+{tls}{auth}{validation}"""
+
+_FOREIGN_URLS = """validation:
+  manifests:
+    urls:
+      allow:
+        - ^http://127\\.0\\.0\\.1[:/]
+"""
 
 _TLS = """\
   tls:
@@ -69,6 +76,8 @@ class RegistryServer:
         auth: ``"none"`` (open), or ``"htpasswd"`` (basic auth with ``users``).
         users: User names and passwords, for ``auth="htpasswd"``.
         tls: Serve HTTPS with a self-signed certificate for 127.0.0.1 (``.cert``).
+        foreign_urls: Accept manifests whose foreign layers have ``urls`` on 127.0.0.1 (the
+            registry refuses any URL unless told which to allow).
 
     Attributes:
         host: ``"127.0.0.1:PORT"``, the registry as a reference names it.
@@ -83,6 +92,7 @@ class RegistryServer:
         auth: Literal["none", "htpasswd"] = "none",
         users: dict[str, str] | None = None,
         tls: bool = False,
+        foreign_urls: bool = False,
     ) -> None:
         if not os.path.exists(REGISTRY):
             pytest.skip(f"{REGISTRY} is not installed (apt-get install docker-registry)")
@@ -122,7 +132,13 @@ class RegistryServer:
             tls_section = _TLS.format(cert=self.cert, key=key)
         self.config = self.dir / "config.yml"
         self.config.write_text(
-            _CONFIG.format(storage=self.storage, port=self.port, auth=auth_section, tls=tls_section)
+            _CONFIG.format(
+                storage=self.storage,
+                port=self.port,
+                auth=auth_section,
+                tls=tls_section,
+                validation=_FOREIGN_URLS if foreign_urls else "",
+            )
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -417,3 +417,68 @@ def test_a_pull_killed_midway_leaves_nothing_and_the_next_one_works(
     r = cli("pull", "-q", f"{big_server.host}/big:1")
     assert r.returncode == 0, r.stderr
     assert store.image(f"{big_server.host}/big:1").names == (f"{big_server.host}/big:1",)
+
+
+def test_a_foreign_layer_comes_from_its_urls_as_docker_fetches_it(
+    tmp_path: Path, source: Store, root: str
+) -> None:
+    """A non-distributable layer the registry lacks is fetched from its ``urls`` (here a
+    server of the test's own on 127.0.0.1), without the registry's credentials."""
+    import http.server
+    import threading
+
+    from kobako.image.manifest import canonical, chain_ids
+    from kobako.image.push import push
+
+    app = source.image("app:1")
+    top = app.manifest.layers[-1]
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "layer.tar.gz").write_bytes(Path(source.blob_path(top.digest)).read_bytes())
+    seen: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, directory=str(served), **kw)
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization") or "")
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/layer.tar.gz"
+        doc = json.loads(source.read_blob(app.manifest_digest))
+        doc["layers"][-1]["mediaType"] = (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        )
+        doc["layers"][-1]["urls"] = [url]
+        content = canonical(doc)
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        with serving(tmp_path, foreign_urls=True) as reg:
+            name = f"{reg.host}/foreign:1"
+            with source.stage() as stage:
+                stage.add_blob(content, digest)
+                stage.commit(manifest_digest=digest, tags=[name])
+            try:
+                assert push(source, name) == digest  # the foreign layer is not uploaded
+                assert not reg.blob_file(top.digest).exists()
+                store = Store.open(root)
+                pulled = pull(store, name)
+                assert pulled.image.manifest.layers[-1].urls == (url,)
+                assert pulled.image.id == app.id
+                assert seen == [""]  # fetched once, and without credentials
+                top_chain = chain_ids(app.config.diff_ids)[-1]
+                layer = store.layer(top_chain)
+                assert layer is not None
+                assert os.path.getsize(os.path.join(layer.path, "srv", "big")) == 3 << 20
+            finally:
+                source.untag(name)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

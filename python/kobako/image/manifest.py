@@ -62,15 +62,24 @@ class Descriptor(Record):
         digest: ``"sha256:"`` and 64 lowercase hex digits.
         size: Its length in bytes.
         media_type: What it is, when known.
+        urls: Where else it can be fetched from (a foreign layer's ``urls``).
     """
 
     digest: str
     size: int
     media_type: str = ""
+    urls: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The descriptor as it appears in a manifest."""
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        doc: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.urls:
+            doc["urls"] = list(self.urls)
+        return doc
 
 
 class Manifest(Record):
@@ -146,8 +155,12 @@ def _descriptor(d: Any, what: str) -> Descriptor:
     except InvalidArgument as e:
         raise InvalidArgument(f"{what}: {e}") from None
     media_type = d.get("mediaType")
+    urls = d.get("urls")
     return Descriptor(
-        digest=digest, size=size, media_type=media_type if isinstance(media_type, str) else ""
+        digest=digest,
+        size=size,
+        media_type=media_type if isinstance(media_type, str) else "",
+        urls=tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
     )
 
 

@@ -274,7 +274,9 @@ def _fetch_layer(
 
     def download() -> None:
         try:
-            registry.fetch_blob(repo, desc.digest, w, size=desc.size, progress=on_progress)
+            registry.fetch_blob(
+                repo, desc.digest, w, size=desc.size, progress=on_progress, urls=desc.urls
+            )
         except BaseException as e:
             download_error.append(e)
         finally:

@@ -729,12 +729,15 @@ class Registry:
         *,
         size: int | None = None,
         progress: Callable[[int], None] | None = None,
+        urls: Sequence[str] = (),
     ) -> int:
         """Stream a blob's bytes to ``out_fd`` (a pipe or a file), resuming after failures.
 
         A broken connection or a 5xx answer is retried with backoff, asking for the rest
         with ``Range: bytes=N-`` (the first N bytes are skipped if the server ignores it).
-        The digest is not checked: whoever reads ``out_fd`` does that.
+        The digest is not checked: whoever reads ``out_fd`` does that. A foreign layer the
+        registry does not have (404) is fetched from the first of its ``urls`` (http or
+        https) that has it, without credentials, as Docker does.
 
         Args:
             repository: The repository path.
@@ -743,6 +746,7 @@ class Registry:
             size: The blob's size if known (a download that broke after it is complete).
             progress: Called with the bytes written so far, every 256 KiB and at the end;
                 an exception it raises stops the download.
+            urls: A foreign layer's ``urls``, tried in order when the registry has no blob.
 
         Returns:
             The number of bytes written.
@@ -755,9 +759,19 @@ class Registry:
         """
         state = [0, 0]  # bytes written, bytes at the last progress report
         buf = memoryview(bytearray(_BUFFER))
-        path = f"/v2/{repository}/blobs/{digest}"
+        targets = [f"/v2/{repository}/blobs/{digest}"]
+        targets += [u for u in urls if u.startswith(("http://", "https://"))]
 
         def fetch(ep: _Endpoint) -> int:
+            for i, target in enumerate(targets):
+                try:
+                    return fetch_from(ep, target)
+                except RegistryError as e:
+                    if e.status != 404 or state[0] or i == len(targets) - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+        def fetch_from(ep: _Endpoint, path: str) -> int:
             failures = 0
             while True:
                 if size is not None and state[0] >= size and state[0]:
