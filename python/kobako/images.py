@@ -243,7 +243,7 @@ class ImageCollection:
         *,
         platform: str | None = None,
         auth_config: dict[str, str] | None = None,
-    ) -> Image:
+    ) -> Image | builtins.list[Image]:
         """Pull an image from its registry (``docker pull``) and return it.
 
         Args:
@@ -251,7 +251,7 @@ class ImageCollection:
                 or digest.
             tag: The tag (or ``sha256:…`` digest) if ``repository`` has none; ``latest``
                 when neither says.
-            all_tags: Not supported (raises InvalidArgument).
+            all_tags: Pull every tag of the repository and return them all (a list).
             platform: ``os/arch[/variant]`` to pick from a multi-platform image.
             auth_config: ``{"username": ..., "password": ...}`` instead of the credentials
                 in Docker's config.json.
@@ -267,13 +267,34 @@ class ImageCollection:
         from kobako.image.pull import parse_platform, pull
         from kobako.image.reference import parse
 
+        want = parse_platform(platform) if platform else None
         if all_tags:
-            raise InvalidArgument("all_tags: pulling every tag is not supported")
+            if tag:
+                raise InvalidArgument("tag can't be used with all_tags")
+            given = parse(repository, default_tag=False)
+            if given.tag is not None or given.digest is not None:
+                raise InvalidArgument("tag can't be used with all_tags")
+            from kobako.image.registry import Registry
+
+            registry = _registry(given.domain, auth_config) or Registry(given.domain)
+            with registry:
+                return [
+                    Image(
+                        self.client,
+                        pull(
+                            self.client.store,
+                            f"{given.repository}:{t}",
+                            platform=want,
+                            registry=registry,
+                        ).image,
+                    )
+                    for t in sorted(registry.list_tags(given.path))
+                ]
         name = _with_tag(repository, tag)
         result = pull(
             self.client.store,
             name,
-            platform=parse_platform(platform) if platform else None,
+            platform=want,
             registry=_registry(parse(name).domain, auth_config),
         )
         return Image(self.client, result.image)

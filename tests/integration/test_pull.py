@@ -482,3 +482,33 @@ def test_a_foreign_layer_comes_from_its_urls_as_docker_fetches_it(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_all_tags_both_ways(tmp_path: Path, source: Store, root: str) -> None:
+    with serving(tmp_path) as reg:
+        archive = tmp_path / "bb.tar"
+        save(source, ["busybox:1"], str(archive))
+        for tag in ("1", "2", "latest"):
+            reg.push_archive(str(archive), f"box:{tag}")
+        r = cli("pull", "-a", f"{reg.host}/box")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == f"{reg.host}/box"
+        assert "2: Pulling from box" in r.stdout
+        store = Store.open(root)
+        assert sorted(n for i in store.images() for n in i.names) == [
+            f"{reg.host}/box:{t}" for t in ("1", "2", "latest")
+        ]
+        bad = cli("pull", "-a", f"{reg.host}/box:1")
+        assert bad.returncode == 125 and "tag can't be used with --all-tags/-a" in bad.stderr
+
+        images = kobako.Client(root=root).images.pull(f"{reg.host}/box", all_tags=True)
+        assert isinstance(images, list) and len(images) == 3
+
+        # push -a: every local tag of the repository, into another repository
+        for t in ("1", "2"):
+            store.tag(f"{reg.host}/copy:{t}", store.image(f"{reg.host}/box:{t}").manifest_digest)
+        r = cli("push", "-a", "-q", f"{reg.host}/copy")
+        assert r.returncode == 0, r.stderr
+        assert reg.inspect_raw("copy:2") == reg.inspect_raw("box:2")
+        missing = cli("push", "-a", f"{reg.host}/nothing")
+        assert missing.returncode == 125 and missing.stderr.count("\n") == 1

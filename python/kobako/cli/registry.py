@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
+    from kobako.image.reference import Reference
     from kobako.image.store import Store
 
 PULL = Command(
@@ -128,27 +129,73 @@ def pull_image(store: Store, name: str, *, quiet: bool, platform: str = "", out:
 def _pull(argv: list[str]) -> int:
     o = PULL.parse(argv)
     name = _one_arg(o, "pull", "NAME")
-    if o.get_bool("all-tags"):
-        fail("--all-tags is not supported yet")
-    pull_image(_store(), name, quiet=o.get_bool("quiet"), platform=o.get_string("platform"))
+    quiet, platform = o.get_bool("quiet"), o.get_string("platform")
+    if not o.get_bool("all-tags"):
+        pull_image(_store(), name, quiet=quiet, platform=platform)
+        return 0
+    from kobako.image.reference import parse
+    from kobako.image.registry import Registry
+
+    given = parse(name, default_tag=False)
+    if given.tag is not None or given.digest is not None:
+        fail("tag can't be used with --all-tags/-a")
+    store = _store()
+    with Registry(given.domain) as registry:
+        tags = registry.list_tags(given.path)
+    for tag in sorted(tags):
+        _pull_tag(store, given, tag, platform, quiet)
+    print(given.repository)
     return 0
+
+
+def _pull_tag(store: Store, repo: Reference, tag: str, platform: str, quiet: bool) -> None:
+    """One tag of ``pull --all-tags``: docker's lines for it, without the final name."""
+    from kobako.image.pull import parse_platform, pull
+
+    want = parse_platform(platform) if platform else None
+    name = f"{repo.repository}:{tag}"
+    if quiet:
+        pull(store, name, platform=want)
+        return
+    print(f"{tag}: Pulling from {repo.path}", flush=True)
+    with _display(sys.stdout) as display:
+        result = pull(store, name, platform=want, progress=display.update)
+    print(f"Digest: {result.digest}")
+    status = "Downloaded newer image" if result.downloaded else "Image is up to date"
+    print(f"Status: {status} for {repo.familiar}:{tag}", flush=True)
 
 
 # -- push -------------------------------------------------------------------------------
 
 
 def _push(argv: list[str]) -> int:
-    from kobako.image.push import push
     from kobako.image.reference import parse
 
     o = PUSH.parse(argv)
     name = _one_arg(o, "push", "NAME[:TAG]")
-    if o.get_bool("all-tags"):
-        fail("--all-tags is not supported yet")
-    ref = parse(name)
     store = _store()
+    if o.get_bool("all-tags"):
+        given = parse(name, default_tag=False)
+        if given.tag is not None or given.digest is not None:
+            fail("tag can't be used with --all-tags/-a")
+        names = sorted(
+            n for image in store.images() for n in image.names
+            if parse(n).repository == given.repository
+        )  # fmt: skip
+        if not names:
+            fail(f"An image does not exist locally with the tag: {given.familiar}")
+        for each in names:
+            _push_one(store, each, o.get_bool("quiet"))
+        return 0
+    return _push_one(store, name, o.get_bool("quiet"))
+
+
+def _push_one(store: Store, name: str, quiet: bool) -> int:
+    from kobako.image.push import push
+    from kobako.image.reference import parse
+
+    ref = parse(name)
     image = store.image(name)  # ImageNotFound: "No such image: NAME"
-    quiet = o.get_bool("quiet")
     if quiet:
         push(store, name)
         return 0

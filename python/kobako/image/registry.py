@@ -696,6 +696,50 @@ class Registry:
 
         return self._read(get)
 
+    def list_tags(self, repository: str) -> list[str]:
+        """The repository's tags (``GET /v2/NAME/tags/list``, following ``Link`` pages).
+
+        Raises:
+            RegistryError: ``code`` ``"NAME_UNKNOWN"`` (status 404) when there is no such
+                repository; another error it answered with.
+            AuthenticationError: It refused the credentials, or wants some.
+            RegistryUnreachable: It cannot be reached.
+        """
+        import json
+
+        def get(ep: _Endpoint) -> list[str]:
+            tags: list[str] = []
+            path: str | None = f"/v2/{repository}/tags/list"
+            for _ in range(1000):  # pages; not forever
+                if path is None:
+                    return tags
+                response = self._retrying(ep, "GET", path, _scope(repository), {})
+                if response.status == 404:
+                    code, _ = _error_code(response.read())
+                    raise RegistryError(
+                        f"repository {repository} not found: name unknown",
+                        ep.netloc,
+                        404,
+                        code or "NAME_UNKNOWN",
+                    )
+                self._expect(ep, response, (200,))
+                link = response.header("link")
+                body = self._body(ep, response, 16 << 20, "tag list")
+                try:
+                    page = json.loads(body).get("tags") or []
+                except (ValueError, AttributeError):
+                    raise RegistryError(
+                        f"registry {ep.netloc} sent a bad tag list", ep.netloc
+                    ) from None
+                tags += [t for t in page if isinstance(t, str)]
+                # RFC 5988: </v2/name/tags/list?n=100&last=x>; rel="next"
+                path = None
+                if 'rel="next"' in link and link.startswith("<") and ">" in link:
+                    path = link[1 : link.index(">")]
+            raise RegistryError(f"registry {ep.netloc}: too many pages of tags", ep.netloc)
+
+        return self._read(get)
+
     def get_blob(self, repository: str, digest: str, *, max_size: int = 64 << 20) -> bytes:
         """Fetch a small blob (an image config) whole, checked against its digest.
 
