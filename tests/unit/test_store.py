@@ -403,3 +403,31 @@ def test_unreferenced_blobs_survive_missing_content(store: Store) -> None:
 
 
 # -- references: see test_reference.py ----------------------------------------------------
+
+
+def test_a_collection_waits_for_a_stage_that_relies_on_stored_content(tmp_path: Path) -> None:
+    """A load that finds a blob and a layer already stored (and so does not fetch them) while
+    another command removes the image that had them: the collection must not take them away
+    before the load's image names them."""
+    from tests.imagetools import make_image, tar_of
+
+    store = Store.open(str(tmp_path / "store"))
+    base = tar_of([("etc", "dir", b"", 0o755), ("etc/motd", "file", b"base\n", 0o644)])
+    first = make_image(store, [base], tag="first:1")
+    [layer] = first.manifest.layers
+    [chain] = store.layers()
+
+    with store.stage() as stage:  # the second load, half-way
+        assert stage.add_blob(b"x", None)  # anything of its own
+        stage.add_blob(store.read_blob(layer.digest), layer.digest)  # found stored: skipped
+        assert stage.add_layer(layer.digest, first.config.diff_ids[0], chain).chain_id == chain
+        store.forget(first.manifest_digest)  # rmi first:1, meanwhile
+        assert store.collect(wait=False).skipped  # the stage holds collection off
+        config = store.read_blob(first.manifest.config.digest)
+        stage.add_blob(config, first.manifest.config.digest)
+        stage.add_blob(store.read_blob(first.manifest_digest), first.manifest_digest)
+        stage.commit(manifest_digest=first.manifest_digest, tags=["second:1"])
+    collected = store.collect(wait=False)
+    assert not collected.skipped
+    assert store.layer(chain) is not None and store.has_blob(layer.digest)
+    assert store.image("second:1").id == first.id

@@ -941,11 +941,14 @@ class Stage:
     """Blobs and extracted layers written aside, then put in the store in one step.
 
     A stage is a directory in ``tmp/`` that its writer holds ``flock``ed: if the command
-    dies, the next :meth:`Store.open` removes it, and the store shows nothing of it. Nothing
-    store-wide is locked while blobs stream in and layers extract; :meth:`commit` then
-    links each blob and renames each layer into place (keeping what another writer put there
-    first) under the collection lock held shared, so a collection cannot remove a blob or
-    layer between the moment it is found present and the moment a name leads to it.
+    dies, the next :meth:`Store.open` removes it, and the store shows nothing of it. While
+    blobs stream in and layers extract, other commands add to the store freely; the stage
+    holds the collection lock *shared* from start to close, so that a collection (which
+    takes it exclusively) cannot remove a blob or layer between the moment the stage finds
+    it present (and relies on it instead of fetching it again) and the moment a name leads
+    to it. ``rmi`` then leaves the collecting to a later command rather than wait; ``prune``
+    waits. :meth:`commit` links each blob and renames each layer into place, keeping what
+    another writer put there first.
 
     Use it as a context manager, or call :meth:`close`::
 
@@ -957,14 +960,20 @@ class Stage:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        while True:
-            path = os.path.join(store._tmp, "stage-" + os.urandom(8).hex())
-            os.mkdir(path, 0o700)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(path, fd):
-                break
-            os.close(fd)
+        self._gc = store._gc_lock(shared=True)
+        self._gc.__enter__()
+        try:
+            while True:
+                path = os.path.join(store._tmp, "stage-" + os.urandom(8).hex())
+                os.mkdir(path, 0o700)
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _same_file(path, fd):
+                    break
+                os.close(fd)
+        except BaseException:
+            self._gc.__exit__(None, None, None)
+            raise
         self.path = path
         self._fd = fd
         self._blobs = os.path.join(path, "blobs")
@@ -989,6 +998,7 @@ class Stage:
         shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._fd)
         self._fd = -1
+        self._gc.__exit__(None, None, None)
 
     def has_blob(self, digest: str) -> bool:
         """Whether the blob is staged or already in the store."""
