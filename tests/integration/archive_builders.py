@@ -253,11 +253,16 @@ def oci_archive(
 
 
 def snapshot(root: str) -> dict[str, tuple[str, int, str]]:
-    """Every path under a store's root: its kind, size, and the hash of a file's content."""
+    """Every path under a store's root: its kind, size, and the hash of a file's content.
+
+    Lock files (``locks/``, empty files made on first use) are not content and are left out.
+    """
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
+            if os.path.relpath(path, root).startswith("locks" + os.sep):
+                continue
             st = os.lstat(path)
             if os.path.isdir(path) and not os.path.islink(path):
                 out[os.path.relpath(path, root)] = ("dir", 0, "")
