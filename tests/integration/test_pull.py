@@ -512,3 +512,26 @@ def test_all_tags_both_ways(tmp_path: Path, source: Store, root: str) -> None:
         assert reg.inspect_raw("copy:2") == reg.inspect_raw("box:2")
         missing = cli("push", "-a", f"{reg.host}/nothing")
         assert missing.returncode == 125 and missing.stderr.count("\n") == 1
+
+
+def test_two_concurrent_pulls_of_one_image_both_finish(
+    big_server: RegistryServer, root: str
+) -> None:
+    from tests.conftest import KOBAKO
+
+    ref = f"{big_server.host}/big:1"
+    procs = [
+        subprocess.Popen(
+            [KOBAKO, "pull", "-q", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    store = Store.open(root)
+    [image] = store.images()
+    assert image.names == (ref,)
+    for desc in image.manifest.layers:  # one copy of each blob, whole
+        with open(store.blob_path(desc.digest), "rb") as f:
+            assert "sha256:" + hashlib.sha256(f.read()).hexdigest() == desc.digest
+    assert len(store.layers()) == 2 and os.listdir(os.path.join(root, "tmp")) == []
