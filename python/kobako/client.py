@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kobako.containers import ContainerCollection
     from kobako.image.store import Store
     from kobako.images import ImageCollection
+    from kobako.volumes import VolumeCollection
 
 __all__ = ["Client", "from_env"]
 
@@ -59,6 +60,13 @@ class Client:
         from kobako.containers import ContainerCollection
 
         return ContainerCollection(self)
+
+    @property
+    def volumes(self) -> VolumeCollection:
+        """The volumes (``client.volumes.create()``, ``.get()``, ``.list()``, ``.prune()``)."""
+        from kobako.volumes import VolumeCollection
+
+        return VolumeCollection(self)
 
     def login(
         self,

@@ -244,7 +244,9 @@ class ContainerCollection:
             user: Replaces the image's ``User``.
             hostname: The container's hostname.
             labels: Added to the image's labels.
-            volumes: ``{"/host": {"bind": "/path", "mode": "ro"}}`` or ``["/host:/path:ro"]``.
+            volumes: ``{"/host": {"bind": "/path", "mode": "ro"}}`` or ``["/host:/path:ro"]``;
+                a key that is not a path names a volume (made on first use), as in
+                ``{"cache": {"bind": "/cache", "mode": "rw"}}`` or ``["cache:/cache"]``.
             tmpfs: ``{"/path": "size=64m"}``.
             read_only: A read-only root filesystem.
             mem_limit: Memory limit (bytes or ``"64m"``); ``memswap_limit``,

@@ -577,16 +577,50 @@ def test_volume_relative_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("relative", "'relative' mount path must be absolute"),
         ("/tmp:/", "destination can't be '/'"),
         ("/tmp:/a/..", "destination can't be '/'"),
-        ("name:/x", "named volumes are not supported yet"),
-        ("~/x:/y", "named volumes are not supported yet"),
-        ("/x", "anonymous volumes are not supported yet"),
         ("/tmp:/x:nocopy", "field VolumeOptions must not be specified"),
+        ("name:/x:nocopy,nocopy", "invalid mode"),
     ],
 )
 def test_bad_volume(value: str, reason: str) -> None:
     with pytest.raises(InvalidArgument, match=reason) as caught:
         parse_volume(value)
     assert repr(value) in str(caught.value)
+
+
+def volume(name: str, target: str, *options: str) -> Mount:
+    return Mount(destination=target, type="volume", source=name, options=options)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("cache:/data", volume("cache", "/data", "rbind", "rw", "rprivate")),
+        ("cache:/data:ro", volume("cache", "/data", "rbind", "ro", "rprivate")),
+        ("my-vol_1.x:/d/../e/", volume("my-vol_1.x", "/e", "rbind", "rw", "rprivate")),
+        ("cache:/data:nocopy", volume("cache", "/data", "rbind", "rw", "rprivate", "nocopy")),
+        ("cache:/d:ro,nocopy,Z", volume("cache", "/d", "rbind", "ro", "rprivate", "nocopy")),
+        ("/scratch", volume("", "/scratch", "rbind", "rw", "rprivate")),
+        ("/scratch/", volume("", "/scratch", "rbind", "rw", "rprivate")),
+    ],
+)
+def test_volume_named_and_anonymous(value: str, expected: Mount) -> None:
+    assert parse_volume(value) == expected
+
+
+@pytest.mark.parametrize("name", ["~/x", "a", "-x", "_x", "x y", "é1", "a/b"])
+def test_bad_volume_name(name: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_volume(f"{name}:/data")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f'create {name}: "{name}" includes invalid characters')
+    assert 'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed' in message
+
+
+@given(st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", fullmatch=True), abs_path)
+def test_volume_name_generated(name: str, target: str) -> None:
+    m = parse_volume(f"{name}:{target}")
+    assert (m.type, m.source, m.destination) == ("volume", name, target)
 
 
 RW_MODES = {
@@ -686,6 +720,27 @@ def test_mount(value: str, expected: Mount) -> None:
     assert parse_mount(value) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("type=volume,src=vol,dst=/y", volume("vol", "/y", "rbind", "rw", "rprivate")),
+        ("source=vol,target=/y", volume("vol", "/y", "rbind", "rw", "rprivate")),
+        ("dst=/y", volume("", "/y", "rbind", "rw", "rprivate")),
+        ("type=volume,src=vol,dst=/y,readonly", volume("vol", "/y", "rbind", "ro", "rprivate")),
+        (
+            "type=volume,src=vol,dst=/y,volume-nocopy",
+            volume("vol", "/y", "rbind", "rw", "rprivate", "nocopy"),
+        ),
+        (
+            "type=volume,src=vol,dst=/y,volume-nocopy=false,volume-driver=local",
+            volume("vol", "/y", "rbind", "rw", "rprivate"),
+        ),
+    ],
+)
+def test_mount_volume(value: str, expected: Mount) -> None:
+    assert parse_mount(value) == expected
+
+
 def test_mount_relative_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -698,8 +753,13 @@ def test_mount_relative_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     [
         ("", "value is empty"),
         ("   ", "value is empty"),
-        ("type=volume,src=x,dst=/y", "volume mounts are not supported yet"),
-        ("dst=/y", "volume mounts are not supported yet"),
+        ("type=volume,src=x,dst=/y", "includes invalid characters"),
+        ("type=volume,src=/abs,dst=/y", "includes invalid characters"),
+        ("type=volume,src=vol,dst=/y,volume-driver=nfs", "volume driver 'nfs' not found"),
+        ("type=volume,src=vol,dst=/y,volume-subpath=a", "volume-subpath is not supported yet"),
+        ("type=volume,src=vol,dst=/y,volume-nocopy=maybe", "invalid boolean value"),
+        ("type=volume,src=vol", "field Target must not be empty"),
+        ("type=volume,src=vol,dst=/y,bind-propagation=shared", "cannot mix 'bind-\\*' options"),
         ("type=image,src=x,dst=/y", "image mounts are not supported yet"),
         ("type=npipe,src=/x,dst=/y", "mount type unknown"),
         ("type=bind,src=/tmp", "field Target must not be empty"),

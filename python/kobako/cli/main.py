@@ -35,6 +35,7 @@ VERBS = {
     "export": "containers",
     "inspect": "containers",
     "system": "system",
+    "volume": "volumes",
     "pull": "registry",
     "push": "registry",
     "login": "registry",
@@ -74,6 +75,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   system      Manage kobako (df, prune)
+  volume      Manage volumes
 
 Run 'kobako COMMAND --help' for more information on a command.
 """

@@ -3,7 +3,7 @@
 ``df`` counts what is on disk: the blobs and extracted layers of the store (an image's share
 is what a container using it keeps: its leased blobs and layers), each container's writable
 layer, and the volumes under ``ROOT/volumes``. ``prune`` removes stopped containers,
-unused images (dangling ones, or all with ``-a``) and, with ``--volumes``, volumes no
+unused images (dangling ones, or all with ``-a``) and, with ``--volumes``, anonymous volumes no
 container uses, then collects the blobs and layers nothing leads to.
 """
 
@@ -315,7 +315,7 @@ def _prune(argv: list[str]) -> int:
     if removed:
         print("Deleted Containers:\n" + "".join(cid + "\n" for cid in removed))
     if with_volumes:
-        names, size = _prune_volumes(store, containers)
+        names, size = _prune_volumes(store)
         freed += size
         if names:
             print("Deleted Volumes:\n" + "".join(name + "\n" for name in names))
@@ -346,28 +346,11 @@ def _prune_containers(containers: ContainerStore) -> tuple[list[str], int]:
     return removed, freed
 
 
-def _prune_volumes(store: Store, containers: ContainerStore) -> tuple[list[str], int]:
-    """Remove the volumes no container mounts; returns their names and the bytes freed."""
-    import shutil
+def _prune_volumes(store: Store) -> tuple[list[str], int]:
+    """Remove the anonymous volumes no container uses; returns their names and the bytes freed.
 
-    links = _volume_links(containers.list())
-    volumes = _volumes(store)
-    base = os.path.join(store.root, "volumes")
-    for name in os.listdir(base) if os.path.isdir(base) else ():
-        if name.startswith(".") and name.endswith(".gone"):  # what a killed prune left
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-    removed = []
-    freed = 0
-    for name, path in volumes.items():
-        if links.get(name):
-            continue
-        size = _tree_size(os.path.join(path, "_data"))
-        doomed = os.path.join(base, f".{name}.gone")
-        try:
-            os.rename(path, doomed)
-        except FileNotFoundError:
-            continue
-        shutil.rmtree(doomed, ignore_errors=True)
-        removed.append(name)
-        freed += size
-    return removed, freed
+    Named volumes stay, as with Docker 23 and later (``volume prune -a`` removes them).
+    """
+    from kobako.runtime.volumes import VolumeStore
+
+    return VolumeStore(store).prune()

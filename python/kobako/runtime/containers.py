@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-from kobako.errors import Conflict, ContainerNotFound, InvalidArgument
+from kobako.errors import Conflict, ContainerNotFound, InvalidArgument, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -264,7 +264,9 @@ class ContainerStore:
         return [d for d in self.list() if d.get("Image") == image_id]
 
     def remove(self, doc: dict[str, Any], *, volumes: bool = False) -> None:
-        """Remove a container's directory, its anonymous volumes if asked, and its lease.
+        """Remove a container's directory, its lease, and its anonymous volumes if asked.
+
+        An anonymous volume another container also mounts is kept, as Docker keeps it.
 
         Raises:
             Conflict: It is running.
@@ -283,12 +285,25 @@ class ContainerStore:
             os.rename(base, doomed)
         except FileNotFoundError:
             raise ContainerNotFound(f"No such container: {cid}") from None
-        if volumes:
-            for mount in doc.get("Mounts", ()):
-                if mount.get("Type") == "volume" and mount.get("Anonymous"):
-                    shutil.rmtree(os.path.dirname(mount["Source"]), ignore_errors=True)
         shutil.rmtree(doomed, ignore_errors=True)
         self.store.release(cid)
+        if volumes:
+            self._remove_anonymous_volumes(doc)
+
+    def _remove_anonymous_volumes(self, doc: dict[str, Any]) -> None:
+        """Remove the anonymous volumes a removed container mounted, unless another uses one."""
+        from kobako.runtime.volumes import VolumeStore, is_anonymous
+
+        names = [m["Name"] for m in doc.get("Mounts") or () if m.get("Type") == "volume"]
+        if not names:
+            return
+        volumes = VolumeStore(self.store)
+        for name in names:
+            try:
+                if is_anonymous(volumes.get(name)):
+                    volumes.remove(name)
+            except (Conflict, NotFound):
+                continue
 
     def cleanup(self) -> None:
         """Remove what a killed command left: half-made and half-removed container dirs.

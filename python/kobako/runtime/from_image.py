@@ -9,7 +9,8 @@ Docker's rules, as ``docker run`` applies them:
   ``User``: the caller's if given, else the image's; ``Labels``: the image's plus the
   caller's.
 - ``Volumes``: each path the image declares becomes an anonymous volume (unless the caller
-  mounts something there), filled with what the image has at that path on first use.
+  mounts something there), filled with what the image has at that path on first use; so
+  does a named volume (``-v NAME:/path``) that is new or empty, unless ``nocopy``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from kobako.image.store import ImageRecord, Store
     from kobako.runtime.lifecycle import Exit
-    from kobako.runtime.spec import Spec
+    from kobako.runtime.spec import Mount, Spec
 
 __all__ = ["create", "find_image", "start"]
 
@@ -144,9 +145,7 @@ def create(
     )
     try:
         doc["Path"], doc["Args"] = argv[0], argv[1:]
-        mounts, records = _anonymous_volumes(store, containers, doc, cfg.volumes, spec)
-        doc["Mounts"] = records
-        containers.save(doc)
+        mounts = _mounts(store, containers, doc, cfg.volumes, spec)
     except BaseException:
         containers.remove(doc, volumes=True)
         raise
@@ -156,87 +155,90 @@ def create(
         id=cid,
         hostname=spec.hostname or cid[:12],
         overlay=containers.overlay(doc),
-        mounts=(*mounts, *spec.mounts),
+        mounts=tuple(mounts),
         process=spec.process.replace(args=tuple(argv), env=env, cwd=cwd, user=user),
     )
     return doc, final
 
 
-def _anonymous_volumes(
+def _mounts(
     store: Store,
     containers: ContainerStore,
     doc: dict[str, Any],
-    paths: tuple[str, ...],
+    image_volumes: tuple[str, ...],
     spec: Spec,
-) -> tuple[list[Any], list[dict[str, Any]]]:
-    """A new volume for each of the image's VOLUME paths the caller does not mount over."""
-    from kobako.runtime.spec import Mount
+) -> list[Mount]:
+    """The container's mounts, its volumes made and recorded in ``doc["Mounts"]``, saved.
 
-    taken = {os.path.normpath(m.destination) for m in spec.mounts}
-    mounts: list[Any] = []
-    records: list[dict[str, Any]] = []
-    for path in paths:
-        dest = os.path.normpath("/" + path.lstrip("/"))
-        if dest in taken:
-            continue
-        vid = os.urandom(32).hex()
-        base = os.path.join(store.root, "volumes", vid)
-        data = os.path.join(base, "_data")
-        os.makedirs(data, mode=0o755)
-        _fill_volume(containers, doc, dest, data)
-        mounts.append(Mount(destination=dest, type="bind", source=data, options=("rbind",)))
-        records.append(
-            {
-                "Type": "volume",
-                "Name": vid,
-                "Source": data,
-                "Destination": dest,
-                "Driver": "local",
-                "Mode": "",
-                "RW": True,
-                "Propagation": "",
-                "Anonymous": True,
-            }
-        )
-    return mounts, records
-
-
-def _fill_volume(containers: ContainerStore, doc: dict[str, Any], dest: str, data: str) -> None:
-    """Copy what the image has at ``dest`` into a new volume, as Docker does on first use."""
-    from kobako.runtime.mounts import copy_tree, merged_view
-
-    lower = containers.overlay(doc).lower
-    with merged_view(lower, containers.path(doc["Id"])) as view:
-        fd = _open_dir_nofollow(view, dest)
-        if fd < 0:
-            return
-        try:
-            copy_tree(f"/proc/self/fd/{fd}", data, f"volume {dest}")
-        finally:
-            os.close(fd)
-
-
-def _open_dir_nofollow(root: str, path: str) -> int:
-    """Open a directory below ``root`` without following any symlink; -1 if there is none.
-
-    A VOLUME path that is (or passes through) a symlink in the image is not copied, so that
-    an image cannot make kobako copy a host directory into a volume.
+    Each of the image's VOLUME paths the caller does not mount over gets an anonymous volume
+    (first), then the caller's mounts follow in their order, a volume's turned into a bind
+    of its ``_data``. A named volume is made if missing; a volume that is empty is filled
+    with what the image has at its path unless ``nocopy``. The named volumes' locks are held
+    until the record that names them is saved, so none is removed in between.
     """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, flags)
-    try:
-        for part in [p for p in path.split("/") if p]:
-            try:
-                child = os.open(part, flags, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError, OSError):
-                os.close(fd)
-                return -1
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    from kobako.runtime.spec import Mount
+    from kobako.runtime.volumes import VolumeStore, copy_image_content
+
+    volumes = VolumeStore(store)
+    taken = {os.path.normpath(m.destination) for m in spec.mounts}
+    wanted = [
+        Mount(destination=dest, type="volume", options=("rbind", "rw", "rprivate"))
+        for dest in (os.path.normpath("/" + p.lstrip("/")) for p in image_volumes)
+        if dest not in taken
+    ]
+    wanted += spec.mounts
+    named = [m.source for m in wanted if m.type == "volume" and m.source]
+    records: list[dict[str, Any]] = []
+    doc["Mounts"] = records  # filled as volumes are made: a failure removes anonymous ones
+    out: list[Mount] = []
+    with volumes.lock(*named):
+        for m in wanted:
+            if m.type == "bind":
+                records.append(_bind_record(m))
+            if m.type != "volume":
+                out.append(m)
+                continue
+            vol, _ = volumes.create(m.source or None, anonymous=not m.source)
+            data = vol["Mountpoint"]
+            records.append(_volume_record(m, vol["Name"], data))
+            if "nocopy" not in m.options and not os.listdir(data):
+                lower = containers.overlay(doc).lower
+                copy_image_content(lower, containers.path(doc["Id"]), m.destination, data)
+            options = tuple(o for o in m.options if o != "nocopy")
+            out.append(m.replace(type="bind", source=data, options=options))
+        containers.save(doc)
+    return out
+
+
+def _volume_record(m: Mount, name: str, data: str) -> dict[str, Any]:
+    """A volume's entry in ``docker inspect``'s ``Mounts``."""
+    readonly = "ro" in m.options
+    words = ["ro"] if readonly else []
+    words += ["nocopy"] if "nocopy" in m.options else []
+    return {
+        "Type": "volume",
+        "Name": name,
+        "Source": data,
+        "Destination": m.destination,
+        "Driver": "local",
+        "Mode": ",".join(words),
+        "RW": not readonly,
+        "Propagation": "",
+    }
+
+
+def _bind_record(m: Mount) -> dict[str, Any]:
+    """A bind mount's entry in ``docker inspect``'s ``Mounts``."""
+    propagations = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
+    readonly = "ro" in m.options
+    return {
+        "Type": "bind",
+        "Source": m.source,
+        "Destination": m.destination,
+        "Mode": "ro" if readonly else "",
+        "RW": not readonly,
+        "Propagation": next((o for o in m.options if o in propagations), "rprivate"),
+    }
 
 
 def start(

@@ -87,6 +87,10 @@ def plan_mounts(m: Mount) -> list[PlanMount]:
     """
     if not m.destination.startswith("/"):
         raise InvalidArgument(f"mount destination {m.destination!r} is not an absolute path")
+    if m.type == "volume":  # made into a bind of the volume's data by runtime/from_image.py
+        raise InvalidArgument(
+            f"volume mount at {m.destination}: volumes need an image (not --rootfs)"
+        )
     flags = 0
     propagation = 0
     data: list[str] = []

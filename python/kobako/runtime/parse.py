@@ -11,9 +11,12 @@ a nonsense value (a size past 2**63, a NaN, a ulimit of -2), these parsers rejec
 
 Mounts come out in OCI form: a bind from ``-v``/``--mount`` has options
 ``("rbind" | "bind", ["rro",] "ro" | "rw", PROPAGATION)``, where ``rro`` (recursively
-read-only, as runc spells it) appears only for ``ro-force-recursive``; a tmpfs has Docker's
-defaults ``noexec,nosuid,nodev,rprivate`` merged with the user's options as Docker merges
-them (a later option of the same kind replaces an earlier one).
+read-only, as runc spells it) appears only for ``ro-force-recursive``; a volume has
+``type="volume"``, its name as ``source`` (empty for an anonymous one), a bind's options and
+``nocopy`` if asked: it becomes a bind of the volume's directory when the container is made
+(:mod:`kobako.runtime.volumes`). A tmpfs has Docker's defaults ``noexec,nosuid,nodev,rprivate``
+merged with the user's options as Docker merges them (a later option of the same kind
+replaces an earlier one).
 
 The module imports only the standard library and nothing slow: the CLI imports it.
 """
@@ -586,26 +589,32 @@ def _bind_options(
 
 
 def parse_volume(value: str) -> Mount:
-    """Parse ``-v HOST:CONTAINER[:OPTIONS]`` into a bind mount, as dockerd does.
+    """Parse ``-v [SOURCE:]CONTAINER[:OPTIONS]`` as dockerd does.
 
-    OPTIONS is a comma list with at most one word of each kind: ``rw``, ``ro``,
-    ``ro-non-recursive``, ``ro-force-recursive``/``rro``; ``z``/``Z`` (SELinux labels,
-    accepted and ignored); a propagation (``private``, ``rprivate``, ``slave``, ``rslave``,
-    ``shared``, ``rshared``; default ``rprivate``); ``consistent``/``cached``/``delegated``
-    (ignored on Linux). A host path starting with ``.`` is taken from the working directory.
-    Docker creates a missing host directory when the container starts; so must the runtime.
+    SOURCE is a host path (a bind mount), a volume name (a named volume, made on first
+    use), or nothing (``-v /path``: an anonymous volume). OPTIONS is a comma list with at
+    most one word of each kind: ``rw``, ``ro``, ``ro-non-recursive``,
+    ``ro-force-recursive``/``rro``; ``z``/``Z`` (SELinux labels, accepted and ignored); a
+    propagation (``private``, ``rprivate``, ``slave``, ``rslave``, ``shared``, ``rshared``;
+    default ``rprivate``); ``consistent``/``cached``/``delegated`` (ignored on Linux);
+    ``nocopy`` (volumes only: no first-use copy of the image's content). A host path
+    starting with ``.`` is taken from the working directory. Docker creates a missing host
+    directory when the container starts; so must the runtime.
 
     Args:
-        value: E.g. ``"/srv/data:/data:ro"``.
+        value: E.g. ``"/srv/data:/data:ro"``, ``"cache:/cache"`` or ``"/scratch"``.
 
     Returns:
         ``Mount(type="bind", source=HOST, destination=CONTAINER, options=(...))``, both paths
-        cleaned.
+        cleaned; for a volume ``Mount(type="volume", source=NAME, ...)`` with the same
+        options (plus ``nocopy`` if given), ``source`` empty for an anonymous one.
 
     Raises:
         InvalidArgument: The spec is malformed, a path is not absolute, the target is ``/``,
-            or the source is a volume name (volumes are not supported yet).
+            a volume name is not one Docker accepts, or ``nocopy`` is given for a bind.
     """
+    from kobako.runtime.volumes import check_name
+
     parts = value.split(":", 3)
     if not parts[0] or len(parts) == 4 or (len(parts) == 2 and _valid_mode(parts[1])):
         raise InvalidArgument(f"invalid volume specification: {value!r}")
@@ -616,29 +625,26 @@ def parse_volume(value: str) -> Mount:
     if error := _target_error(target):
         raise InvalidArgument(f"invalid volume specification: {value!r}: {error}")
     source = _absolute_source(source)
-    if not source.startswith("/"):
-        kind = "named" if source else "anonymous"
-        raise InvalidArgument(
-            f"invalid volume specification: {value!r}: {kind} volumes are not supported yet "
-            "(a host path must be absolute or start with '.')"
-        )
     words = mode.split(",")
+    options = _bind_options(
+        recursive=True,
+        readonly=any(w in ("ro", "rro") or w.startswith("ro-") for w in words),
+        force_recursive=any(w in ("ro-force-recursive", "rro") for w in words),
+        propagation=next((w for w in words if w in _PROPAGATIONS), ""),
+    )
+    if not source.startswith("/"):
+        if source:
+            check_name(source)
+        nocopy = ("nocopy",) if "nocopy" in words else ()
+        return Mount(
+            destination=_clean(target), type="volume", source=source, options=options + nocopy
+        )
     if "nocopy" in words:
         raise InvalidArgument(
             f"invalid volume specification: {value!r}: invalid mount config for type "
             '"bind": field VolumeOptions must not be specified'
         )
-    return Mount(
-        destination=_clean(target),
-        type="bind",
-        source=_clean(source),
-        options=_bind_options(
-            recursive=True,
-            readonly=any(w in ("ro", "rro") or w.startswith("ro-") for w in words),
-            force_recursive=any(w in ("ro-force-recursive", "rro") for w in words),
-            propagation=next((w for w in words if w in _PROPAGATIONS), ""),
-        ),
-    )
+    return Mount(destination=_clean(target), type="bind", source=_clean(source), options=options)
 
 
 def _csv_record(value: str) -> list[str]:
@@ -696,8 +702,9 @@ _BOOL_KEYS = frozenset({"readonly", "ro", "volume-nocopy", "bind-nonrecursive", 
 def parse_mount(value: str) -> Mount:
     """Parse ``--mount`` (docker/cli's CSV syntax and checks, then dockerd's).
 
-    Keys: ``type`` (``bind`` or ``tmpfs``; ``volume``, the default, is not supported yet),
-    ``source``/``src``, ``target``/``destination``/``dst``, ``readonly``/``ro`` (optionally
+    Keys: ``type`` (``volume``, the default, ``bind`` or ``tmpfs``), ``source``/``src``
+    (a volume's name; none for an anonymous volume), ``target``/``destination``/``dst``,
+    ``readonly``/``ro`` (optionally
     ``=true|false|1|0``), ``bind-propagation``, ``bind-recursive``
     (``enabled|disabled|writable|readonly``), ``bind-create-src``, ``consistency``
     (ignored), ``tmpfs-size`` (a byte count), ``tmpfs-mode`` (octal). A bind source must
@@ -708,7 +715,8 @@ def parse_mount(value: str) -> Mount:
         value: E.g. ``"type=bind,src=/srv,dst=/srv,readonly"``.
 
     Returns:
-        A bind or tmpfs :class:`~kobako.runtime.spec.Mount` in OCI form.
+        A bind or tmpfs :class:`~kobako.runtime.spec.Mount` in OCI form, or a volume one
+        as :func:`parse_volume` makes it.
 
     Raises:
         InvalidArgument: Any key or value Docker rejects, with Docker's reason.
@@ -717,7 +725,7 @@ def parse_mount(value: str) -> Mount:
     if not value:
         raise InvalidArgument("invalid mount '': value is empty")
     mount_type, source, target = "volume", "", ""
-    readonly = create_src = nonrecursive = ro_nonrecursive = ro_force = False
+    readonly = create_src = nonrecursive = ro_nonrecursive = ro_force = nocopy = False
     propagation = ""
     tmpfs_size = tmpfs_mode = 0
     used: set[str] = set()  # which kinds of type-specific options were given
@@ -770,11 +778,16 @@ def parse_mount(value: str) -> Mount:
         elif key == "bind-create-src":
             used.add(kind)
             create_src = _bool_option(key, option)
-        elif key in ("volume-nocopy", "volume-subpath", "volume-label", "volume-driver"):
+        elif key == "volume-nocopy":
             used.add(kind)
-            if key == "volume-nocopy":
-                _bool_option(key, option)
-        elif key in ("volume-opt", "image-subpath"):
+            nocopy = _bool_option(key, option)
+        elif key == "volume-driver":
+            used.add(kind)
+            if val != "local":
+                raise InvalidArgument(f"invalid mount {value!r}: volume driver {val!r} not found")
+        elif key in ("volume-subpath", "volume-label", "volume-opt"):
+            raise InvalidArgument(f"invalid mount {value!r}: {key} is not supported yet")
+        elif key == "image-subpath":
             used.add(kind)
         elif key == "tmpfs-size":
             used.add(kind)
@@ -809,14 +822,25 @@ def parse_mount(value: str) -> Mount:
             "to be specified in conjunction"
         )
 
-    if mount_type in ("volume", "image"):
-        raise InvalidArgument(f"invalid mount {value!r}: {mount_type} mounts are not supported yet")
+    if mount_type == "image":
+        raise InvalidArgument(f"invalid mount {value!r}: image mounts are not supported yet")
     problem = f"invalid mount config for type {mount_type!r} in {value!r}"
     if error := _target_error(target):
         raise InvalidArgument(f"{problem}: {error}")
-    if mount_type not in ("bind", "tmpfs"):
+    if mount_type not in ("bind", "tmpfs", "volume"):
         raise InvalidArgument(f"{problem}: mount type unknown")
     destination = _clean(target)
+
+    if mount_type == "volume":
+        from kobako.runtime.volumes import check_name
+
+        if source:
+            check_name(source)
+        options = _bind_options(
+            recursive=True, readonly=readonly, force_recursive=False, propagation=""
+        )
+        options += ("nocopy",) if nocopy else ()
+        return Mount(destination=destination, type="volume", source=source, options=options)
 
     if mount_type == "tmpfs":
         if source:
