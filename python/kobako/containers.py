@@ -82,6 +82,38 @@ class Container:
         """Read its record again."""
         self.attrs = self.client.containers.get(self.id).attrs
 
+    def rename(self, name: str) -> None:
+        """Give it another name (``docker rename``).
+
+        Raises:
+            InvalidArgument: The name is not valid.
+            Conflict: Another container has it.
+        """
+        from kobako.runtime.containers import ContainerStore
+
+        self.attrs = ContainerStore(self.client.store).rename(self.attrs, name)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until it is not running; ``{"StatusCode": code, "Error": None}``, as docker-py.
+
+        Raises:
+            TimeoutError: It still runs after ``timeout`` seconds.
+        """
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.reload()
+        while self.status == "running":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"container {self.short_id} still runs after {timeout} s")
+            time.sleep(0.1)
+            self.reload()
+        error = self.attrs["State"].get("Error")
+        return {
+            "StatusCode": self.attrs["State"].get("ExitCode", 0),
+            "Error": {"Message": error} if error else None,
+        }
+
     def remove(self, v: bool = False, force: bool = False) -> None:
         """Remove it (``docker rm``); ``v`` removes its anonymous volumes too."""
         del force  # a container is never running once run() returned (detached: next issue)

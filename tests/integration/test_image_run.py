@@ -295,3 +295,36 @@ def test_layer_tar_round_trip_through_export(app: ImageRecord, root: str) -> Non
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getmember("srv/app/hello.txt").size == len(b"hello from the image\n")
     client.containers.get("x").remove(v=True)
+
+
+def test_create_start_attached_wait_rename(app: ImageRecord, root: str) -> None:
+    r = cli("create", "--name", "c1", "app:1")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert cli("wait", "c1").stdout == "0\n"  # created, never run: docker says 0 too
+    r = cli("start", "-a", "c1")
+    assert (r.returncode, r.stdout) == (0, "cmd: hi from /srv/app as 1\n"), r.stderr
+    assert cli("wait", "c1").stdout == "0\n"
+    # a container that ran and failed starts again with what it wrote kept (its upper dir)
+    r = cli("run", "--name", "again", "-u", "0", "app:1", "echo run >> /log; cat /log; exit 3")
+    assert (r.returncode, r.stdout) == (3, "run\n")
+    r = cli("start", "-a", "again")
+    assert (r.returncode, r.stdout) == (3, "run\nrun\n"), r.stderr
+    assert cli("wait", "again").stdout == "3\n"
+    # rename, and the name's conflicts
+    assert cli("rename", "c1", "c2").returncode == 0
+    assert cli("inspect", "-f", "{{.Name}}", cid).stdout == "/c2\n"
+    clash = cli("rename", "c2", "again")
+    assert clash.returncode == 125 and 'name "/again" is already in use' in clash.stderr
+    bad = cli("rename", "c2", "-nope")
+    assert bad.returncode == 125 and bad.stderr.count("\n") == 1
+    detached = cli("start", "c2")
+    assert detached.returncode == 125 and "use kobako start -a" in detached.stderr
+    assert cli("wait", "nosuch").returncode == 1
+    client = kobako.Client(root=root)
+    container = client.containers.get("again")
+    assert container.wait() == {"StatusCode": 3, "Error": None}
+    container.rename("third")
+    assert client.containers.get("third").id == container.id
+    for name in ("c2", "third"):
+        assert cli("rm", name).returncode == 0

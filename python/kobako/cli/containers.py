@@ -57,6 +57,21 @@ INSPECT = Command(
     ),
 )
 
+START = Command(
+    "kobako start [OPTIONS] CONTAINER",
+    "Start a stopped container",
+    (
+        Flag("attach", "a", BOOL, "Attach STDOUT/STDERR and forward signals"),
+        Flag("interactive", "i", BOOL, "Attach container's STDIN"),
+    ),
+)
+WAIT = Command(
+    "kobako wait CONTAINER [CONTAINER...]",
+    "Block until one or more containers stop, then print their exit codes",
+    (),
+)
+RENAME = Command("kobako rename CONTAINER NEW_NAME", "Rename a container", ())
+
 CONTAINER_USAGE = """\
 Usage:  kobako container COMMAND
 
@@ -70,8 +85,11 @@ Commands:
   inspect     Display detailed information on one or more containers
   ls          List containers
   prune       Remove all stopped containers
+  rename      Rename a container
   rm          Remove one or more containers
   run         Create and run a new container from an image
+  start       Start a stopped container (attached: -a)
+  wait        Block until one or more containers stop, then print their exit codes
 """
 
 
@@ -87,7 +105,8 @@ def main(argv: list[str], verb: str = "ps") -> int:
 
             return run.main(argv, sub)
         verb = {"ls": "ps", "list": "ps", "remove": "rm"}.get(sub, sub)
-        if verb not in ("ps", "rm", "diff", "commit", "export", "inspect", "prune"):
+        known = ("ps", "rm", "diff", "commit", "export", "inspect", "prune", "start", "wait")
+        if verb not in (*known, "rename"):
             fail(f"'kobako container {sub}' is not a kobako command")
         if verb == "inspect":
             argv = ["--type", "container", *argv]
@@ -99,8 +118,66 @@ def main(argv: list[str], verb: str = "ps") -> int:
         "export": _export,
         "inspect": _inspect,
         "prune": _prune,
+        "start": _start,
+        "wait": _wait,
+        "rename": _rename,
     }[verb]
     return handler(argv)
+
+
+def _start(argv: list[str]) -> int:
+    """``start -a``: run a created or stopped container again, attached, to its end."""
+    from kobako.cli.run import _report, _with_stdin
+    from kobako.runtime.from_image import start
+
+    o = START.parse(argv)
+    if len(o.args) != 1:
+        fail(f'"kobako start" requires exactly 1 argument, got {len(o.args)}')
+    if not o.get_bool("attach"):
+        fail("detached start is not supported yet: use kobako start -a CONTAINER")
+    store = _store()
+    containers = _containers(store)
+    doc = containers.get(o.args[0])
+    if doc["State"].get("Status") == "running":
+        fail(f"container {doc['Id'][:12]} is already running")
+    spec = containers.spec(doc)
+    interactive = o.get_bool("interactive")
+    result = _with_stdin(interactive, lambda stdin: start(store, doc, spec, **stdin))
+    return _report(result)
+
+
+def _wait(argv: list[str]) -> int:
+    """``wait``: each container's exit code, once it is not running any more."""
+    import time
+
+    from kobako.errors import NotFound
+
+    o = WAIT.parse(argv)
+    if not o.args:
+        fail('"kobako wait" requires at least 1 argument')
+    containers = _containers(_store())
+    failed = False
+    for ref in o.args:
+        try:
+            doc = containers.get(ref)
+            while doc["State"].get("Status") == "running":
+                time.sleep(0.1)
+                doc = containers.get(doc["Id"])
+        except NotFound as e:
+            print(f"kobako: {e}", file=sys.stderr)
+            failed = True
+            continue
+        print(doc["State"].get("ExitCode", 0), flush=True)
+    return 1 if failed else 0
+
+
+def _rename(argv: list[str]) -> int:
+    o = RENAME.parse(argv)
+    if len(o.args) != 2:
+        fail(f'"kobako rename" requires exactly 2 arguments, got {len(o.args)}')
+    containers = _containers(_store())
+    containers.rename(containers.get(o.args[0]), o.args[1])
+    return 0
 
 
 def _store() -> Store:

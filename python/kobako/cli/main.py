@@ -34,6 +34,9 @@ VERBS = {
     "commit": "containers",
     "export": "containers",
     "inspect": "containers",
+    "start": "containers",
+    "wait": "containers",
+    "rename": "containers",
     "system": "system",
     "volume": "volumes",
     "pull": "registry",
@@ -54,6 +57,9 @@ Commands:
   run         Run a command in a new container
   create      Create a new container
   ps          List containers
+  start       Start a stopped container (attached: -a)
+  wait        Block until one or more containers stop, then print their exit codes
+  rename      Rename a container
   rm          Remove one or more containers
   diff        Inspect changes to files or directories on a container's filesystem
   commit      Create a new image from a container's changes

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from kobako.image.store import ImageRecord, Layer, Store
-    from kobako.runtime.spec import Overlay
+    from kobako.runtime.spec import Overlay, Spec
 
 __all__ = ["ContainerStore", "now_rfc3339", "random_name"]
 
@@ -215,6 +215,56 @@ class ContainerStore:
     def save(self, doc: dict[str, Any]) -> None:
         """Write a container's record atomically."""
         _write_json(os.path.join(self.path(doc["Id"]), "config.json"), doc)
+
+    def save_spec(self, doc: dict[str, Any], spec: Spec) -> None:
+        """Keep the spec ``create`` made for the container, for ``start`` to run again."""
+        from kobako.runtime.spec import to_json
+
+        _write_json(os.path.join(self.path(doc["Id"]), "spec.json"), to_json(spec))
+
+    def spec(self, doc: dict[str, Any]) -> Spec:
+        """The spec kept by :meth:`save_spec`.
+
+        Raises:
+            InvalidArgument: The container has none (made by an older kobako, or by ``run
+                --rootfs``), or it is unreadable.
+        """
+        import json
+
+        from kobako.runtime.spec import from_json
+
+        try:
+            with open(os.path.join(self.path(doc["Id"]), "spec.json"), "rb") as f:
+                return from_json(json.load(f))
+        except (FileNotFoundError, ValueError):
+            raise InvalidArgument(
+                f"container {doc['Id'][:12]} cannot be started again: it has no kept spec"
+            ) from None
+
+    def rename(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
+        """Give a container another name (``docker rename``); returns the record saved.
+
+        Raises:
+            InvalidArgument: The name is not valid.
+            Conflict: Another container has it.
+        """
+        from kobako.image.store import _Lock
+
+        name = _check_name(name)
+        with _Lock(os.path.join(self.root, "names.lock")):
+            taken = {c["Name"].lstrip("/"): c["Id"] for c in self.list()}
+            if taken.get(name, doc["Id"]) != doc["Id"]:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{taken[name]}". You have to remove (or rename) that container to be '
+                    "able to reuse that name."
+                )
+            current = self._load(doc["Id"])
+            if current is None:
+                raise ContainerNotFound(f"No such container: {doc['Id']}")
+            current["Name"] = "/" + name
+            self.save(current)
+            return current
 
     def list(self) -> list[dict[str, Any]]:
         """Every container's record, newest first."""

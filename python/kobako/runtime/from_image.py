@@ -158,6 +158,7 @@ def create(
         mounts=tuple(mounts),
         process=spec.process.replace(args=tuple(argv), env=env, cwd=cwd, user=user),
     )
+    containers.save_spec(doc, final)
     return doc, final
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from kobako._record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = [
     "IdMap",
     "Mount",
@@ -21,6 +25,8 @@ __all__ = [
     "Rlimit",
     "Security",
     "Spec",
+    "from_json",
+    "to_json",
 ]
 
 #: Docker's default PATH for a container whose image sets none.
@@ -191,3 +197,83 @@ class Spec(Record):
     security: Security = Security()
     id: str = ""
     overlay: Overlay | None = None
+
+
+def to_json(spec: Spec) -> dict[str, Any]:
+    """The spec as plain JSON data (records as objects, tuples as lists).
+
+    A container's spec is kept with its record (``containers/ID/spec.json``), so that
+    ``start`` runs it again exactly as ``create`` made it.
+    """
+    value = _plain(spec)
+    assert isinstance(value, dict)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return {name: _plain(getattr(value, name)) for name in value._fields}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_json(doc: dict[str, Any]) -> Spec:
+    """The spec :func:`to_json` wrote.
+
+    Raises:
+        InvalidArgument: ``doc`` is not such a spec.
+    """
+    from kobako.errors import InvalidArgument
+
+    try:
+        p, ns, sec = doc["process"], doc["namespaces"], doc["security"]
+        overlay = doc.get("overlay")
+        return Spec(
+            root=doc["root"],
+            process=Process(
+                args=tuple(p["args"]),
+                env=tuple(p["env"]),
+                cwd=p["cwd"],
+                user=p["user"],
+                terminal=p["terminal"],
+                rlimits=tuple(Rlimit(**r) for r in p["rlimits"]),
+                init=p["init"],
+            ),
+            hostname=doc["hostname"],
+            mounts=tuple(
+                Mount(
+                    destination=m["destination"],
+                    type=m["type"],
+                    source=m["source"],
+                    options=tuple(m["options"]),
+                )
+                for m in doc["mounts"]
+            ),
+            namespaces=Namespaces(
+                network=ns["network"],
+                pid=ns["pid"],
+                ipc=ns["ipc"],
+                uts=ns["uts"],
+                cgroup=ns["cgroup"],
+                uid_map=tuple(IdMap(**m) for m in ns["uid_map"]),
+                gid_map=tuple(IdMap(**m) for m in ns["gid_map"]),
+            ),
+            resources=Resources(**doc["resources"]),
+            security=Security(
+                privileged=sec["privileged"],
+                cap_add=tuple(sec["cap_add"]),
+                cap_drop=tuple(sec["cap_drop"]),
+                seccomp=sec["seccomp"],
+                no_new_privileges=sec["no_new_privileges"],
+                readonly_rootfs=sec["readonly_rootfs"],
+            ),
+            id=doc["id"],
+            overlay=None
+            if overlay is None
+            else Overlay(
+                lower=tuple(overlay["lower"]), upper=overlay["upper"], work=overlay["work"]
+            ),
+        )
+    except (KeyError, TypeError) as e:
+        raise InvalidArgument(f"not a kobako container spec: {e}") from None
