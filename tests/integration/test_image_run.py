@@ -328,3 +328,29 @@ def test_create_start_attached_wait_rename(app: ImageRecord, root: str) -> None:
     assert client.containers.get("third").id == container.id
     for name in ("c2", "third"):
         assert cli("rm", name).returncode == 0
+
+
+def test_ps_filters(app: ImageRecord, root: str) -> None:
+    assert cli("run", "--name", "ok", "--label", "tier=web", "app:1").returncode == 0
+    assert cli("run", "--name", "bad", "-u", "0", "app:1", "exit 2").returncode == 2
+    assert cli("create", "--name", "new", "app:1").returncode == 0
+
+    def names(*filters: str) -> list[str]:
+        args = [a for f in filters for a in ("--filter", f)]
+        r = cli("ps", "--format", "json", *args)
+        assert r.returncode == 0, r.stderr
+        return sorted(json.loads(line)["Names"] for line in r.stdout.splitlines())
+
+    assert names("status=exited") == ["bad", "ok"]
+    assert names("status=created") == ["new"]
+    assert names("exited=2") == ["bad"]
+    assert names("label=tier=web") == ["ok"]
+    assert names("label=tier") == ["ok"]
+    assert names("name=ba", "name=ne") == ["bad", "new"]  # one key's values: any of them
+    assert names("status=exited", "exited=0") == ["ok"]  # keys: all of them
+    assert names("ancestor=app:1") == ["bad", "new", "ok"]
+    assert names("ancestor=nothing:1") == []
+    bad = cli("ps", "--filter", "colour=red")
+    assert bad.returncode == 125 and "invalid filter 'colour'" in bad.stderr
+    for name in ("ok", "bad", "new"):
+        assert cli("rm", name).returncode == 0

@@ -22,6 +22,7 @@ PS = Command(
         Flag("quiet", "q", BOOL, "Only display container IDs"),
         Flag("no-trunc", "", BOOL, "Don't truncate output"),
         Flag("format", "", STRING, "Format output using a custom template: 'json'"),
+        Flag("filter", "f", STRING_ARRAY, "Filter output based on conditions provided"),
     ),
 )
 RM = Command(
@@ -198,9 +199,13 @@ def _ps(argv: list[str]) -> int:
     o = PS.parse(argv)
     if o.args:
         fail(f'"kobako ps" accepts no arguments, got {o.args[0]!r}')
-    docs = _containers(_store()).list()
-    if not o.get_bool("all"):
+    store = _store()
+    docs = _containers(store).list()
+    filters = _ps_filters(o.get_strings("filter"))
+    if not o.get_bool("all") and not filters:  # as docker: a filter shows stopped ones too
         docs = [d for d in docs if d["State"].get("Status") == "running"]
+    if filters:
+        docs = [d for d in docs if _ps_match(store, d, filters)]
     trunc = not o.get_bool("no-trunc")
     if o.get_bool("quiet"):
         for doc in docs:
@@ -234,6 +239,60 @@ def _ps(argv: list[str]) -> int:
     keys = ("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names")
     print_table(header, [tuple(r[k] for k in keys) for r in rows])
     return 0
+
+
+_PS_FILTERS = ("id", "name", "label", "status", "exited", "ancestor")
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _ps_filters(items: list[str]) -> dict[str, list[str]]:
+    """``--filter key=value`` (repeatable): values of one key are alternatives, keys all hold."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"bad format of filter (expected name=value): {item!r}")
+        if key not in _PS_FILTERS:
+            fail(f"invalid filter '{key}'")
+        if key == "status" and value not in _STATUSES:
+            fail(f"invalid filter 'status={value}'")
+        if key == "exited" and not value.lstrip("-").isdigit():
+            fail(f"invalid filter 'exited={value}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _ps_match(store: Store, doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    state = doc["State"]
+    labels = doc["Config"].get("Labels") or {}
+    for key, values in filters.items():
+        if key == "id":
+            ok = any(doc["Id"].startswith(v) for v in values)
+        elif key == "name":  # docker matches a substring (a regexp, in fact) of the name
+            ok = any(v.lstrip("/") in doc["Name"].lstrip("/") for v in values)
+        elif key == "label":
+            ok = all(
+                (k in labels) and (not sep or labels[k] == v)
+                for k, sep, v in (item.partition("=") for item in values)
+            )
+        elif key == "status":
+            ok = state.get("Status") in values
+        elif key == "exited":
+            ok = state.get("Status") == "exited" and str(state.get("ExitCode", 0)) in values
+        else:  # ancestor: the image, by any of its names or its ID
+            ok = any(_is_image(store, doc, v) for v in values)
+        if not ok:
+            return False
+    return True
+
+
+def _is_image(store: Store, doc: dict[str, Any], ref: str) -> bool:
+    from kobako.errors import KobakoError
+
+    try:
+        return bool(store.image(ref).id == doc["Image"])
+    except KobakoError:
+        return False
 
 
 def _rm(argv: list[str]) -> int:
