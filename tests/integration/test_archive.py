@@ -51,7 +51,7 @@ from kobako.image.manifest import (
 )
 from kobako.image.store import ImageRecord, Store
 from tests.conftest import kobako as cli
-from tests.imagetools import make_image, tar_of, tar_of_dir
+from tests.imagetools import make_image, tar_of
 from tests.integration.archive_builders import (
     config_for,
     docker25_archive,
@@ -100,13 +100,6 @@ def pipe_of(data: bytes) -> BinaryIO:
 
     threading.Thread(target=feed, daemon=True).start()
     return open(r, "rb")
-
-
-@pytest.fixture(scope="module")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from kobako.fixtures import busybox_rootfs
-
-    return tar_of_dir(str(busybox_rootfs(tmp_path_factory.mktemp("bb") / "rootfs")))
 
 
 @pytest.fixture

@@ -48,18 +48,6 @@ IMAGE_KEYS = {
 }
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    path = str(tmp_path / "store")
-    monkeypatch.setenv("KOBAKO_ROOT", path)
-    return path
-
-
-@pytest.fixture
-def store(root: str) -> Store:
-    return Store.open(root)
-
-
 def build(
     store: Store,
     files: dict[str, bytes],

@@ -16,28 +16,9 @@ from kobako.runtime.containers import ContainerStore
 from kobako.runtime.volumes import ANONYMOUS_LABEL, VolumeStore
 from tests.conftest import KOBAKO
 from tests.conftest import kobako as cli
-from tests.imagetools import make_image, tar_of, tar_of_dir
+from tests.imagetools import make_image, tar_of
 
 container = pytest.mark.container
-
-
-@pytest.fixture(scope="module")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from kobako.fixtures import busybox_rootfs
-
-    return tar_of_dir(str(busybox_rootfs(tmp_path_factory.mktemp("bb") / "rootfs")))
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    path = str(tmp_path / "store")
-    monkeypatch.setenv("KOBAKO_ROOT", path)
-    return path
-
-
-@pytest.fixture
-def store(root: str) -> Store:
-    return Store.open(root)
 
 
 @pytest.fixture
