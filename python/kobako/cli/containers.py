@@ -434,7 +434,7 @@ def _export(argv: list[str]) -> int:
 
 
 def _inspect(argv: list[str]) -> int:
-    from kobako.cli.fmt import go_json
+    from kobako.cli.fmt import print_inspect
     from kobako.errors import NotFound
 
     o = INSPECT.parse(argv)
@@ -466,12 +466,5 @@ def _inspect(argv: list[str]) -> int:
             failed = True
             continue
         docs.append(doc)
-    template = o.get_string("format")
-    if template:
-        from kobako.cli.fmt import render_template
-
-        for doc in docs:
-            print(render_template(template, doc))
-    else:
-        print(go_json(docs, sort_keys=False, indent=4))
+    print_inspect(docs, o.get_string("format"))
     return 1 if failed else 0

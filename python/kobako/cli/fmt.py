@@ -304,6 +304,15 @@ def write_list(
 # -- templates --------------------------------------------------------------------------
 
 
+def print_inspect(docs: list[dict[str, Any]], template: str) -> None:
+    """What ``inspect`` prints: ``template`` rendered per document, else a JSON array."""
+    if template:
+        for doc in docs:
+            print(render_template(template, doc))
+    else:
+        print(go_json(docs, sort_keys=False, indent=4))
+
+
 def render_template(template: str, value: Any) -> str:
     """Render a Go template against ``value`` (``docker inspect --format``).
 

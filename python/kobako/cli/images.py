@@ -447,7 +447,7 @@ def _images(argv: list[str]) -> int:
 
 
 def _inspect(argv: list[str]) -> int:
-    from kobako.cli.fmt import go_json, render_template
+    from kobako.cli.fmt import print_inspect
     from kobako.errors import NotFound
     from kobako.images import inspect_doc
 
@@ -463,12 +463,7 @@ def _inspect(argv: list[str]) -> int:
         except NotFound:
             print(f"kobako: No such image: {ref}", file=sys.stderr)
             failed = True
-    template = o.get_string("format")
-    if template:
-        for doc in docs:
-            print(render_template(template, doc))
-    else:
-        print(go_json(docs, sort_keys=False, indent=4))
+    print_inspect(docs, o.get_string("format"))
     return 1 if failed else 0
 
 

@@ -196,7 +196,7 @@ def _ls(argv: list[str]) -> int:
 
 
 def _inspect(argv: list[str]) -> int:
-    from kobako.cli.fmt import go_json, render_template
+    from kobako.cli.fmt import print_inspect
     from kobako.errors import NotFound
 
     o = INSPECT.parse(argv)
@@ -211,12 +211,7 @@ def _inspect(argv: list[str]) -> int:
         except NotFound:
             print(f"kobako: No such volume: {name}", file=sys.stderr)
             failed = True
-    template = o.get_string("format")
-    if template:
-        for doc in docs:
-            print(render_template(template, doc))
-    else:
-        print(go_json(docs, sort_keys=False, indent=4))
+    print_inspect(docs, o.get_string("format"))
     return 1 if failed else 0
 
 
