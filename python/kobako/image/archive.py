@@ -1344,26 +1344,21 @@ def apply_changes(config: dict[str, Any], changes: list[str] | tuple[str, ...]) 
 # -- the default image ------------------------------------------------------------------------
 
 
-def _tar_tree(root: str, mtime: int) -> bytes:
-    """A layer tar of a directory tree: sorted, owned by root, every mtime ``mtime``."""
-    import io
+def _pack_tree(root: str, mtime: int, out: str) -> tuple[str, str]:
+    """Pack a tree as a gzip layer into ``out``, every mtime set to ``mtime`` first (so that
+    the same tree gives the same bytes); returns ``(blob digest, diff ID)``."""
+    from kobako import _native
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                full = os.path.join(dirpath, name)
-                info = tar.gettarinfo(full, arcname=os.path.relpath(full, root))
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime = mtime
-                if info.isreg():
-                    with open(full, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
-    return buf.getvalue()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (mtime, mtime), follow_symlinks=False)
+    os.utime(root, (mtime, mtime))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        digest, diff_id, _ = _native.pack_layer(root, fd, compression="gzip")
+    finally:
+        os.close(fd)
+    return digest, diff_id
 
 
 def default_image(store: Store) -> ImageRecord:
@@ -1380,7 +1375,6 @@ def default_image(store: Store) -> ImageRecord:
     Raises:
         NotFound: The host has no static busybox at /bin/busybox.
     """
-    import gzip
 
     from kobako.fixtures import busybox_rootfs
 
@@ -1398,9 +1392,10 @@ def default_image(store: Store) -> ImageRecord:
                 "/bin/busybox; apt-get install busybox-static"
             ) from None
         mtime = int(os.stat(os.path.join(rootfs, "bin", "busybox")).st_mtime)
-        tar = _tar_tree(rootfs, mtime)
-        diff_id = _sha256(tar)
-        blob = stage.add_blob(gzip.compress(tar, compresslevel=6, mtime=0))
+        packed = os.path.join(stage.path, "layer.tar.gz")
+        digest, diff_id = _pack_tree(rootfs, mtime, packed)
+        with open(packed, "rb") as f:
+            blob = stage.add_blob(f, digest)
         stage.add_layer(blob.digest, diff_id, diff_id)
         created = _rfc3339(mtime)
         doc = {
