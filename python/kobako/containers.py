@@ -341,9 +341,10 @@ class ContainerCollection:
         )
         store = self.client.store
         try:
-            from_image.find_image(store, ref)
+            record = from_image.find_image(store, ref)
         except ImageNotFound:  # docker-py pulls what is missing, then runs it
             self.client.images.pull(ref)
+            record = from_image.find_image(store, ref)
         doc, final = from_image.create(
             store,
             ref,
@@ -353,6 +354,7 @@ class ContainerCollection:
             labels=label_map,
             workdir_given=working_dir is not None,
             auto_remove=remove or auto_remove,
+            image=record,
         )
         out = os.memfd_create("kobako-stdout", os.MFD_CLOEXEC)
         err = out if stderr and stdout else os.memfd_create("kobako-stderr", os.MFD_CLOEXEC)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from kobako.image.store import Store
+    from kobako.image.store import ImageRecord, Store
     from kobako.runtime.lifecycle import Exit
 
 #: ``docker run``'s flags that kobako has, with docker's value names in ``--help``.
@@ -260,7 +260,7 @@ def main(argv: list[str], verb: str = "run") -> int:
     from kobako.runtime import from_image
 
     store = Store.open()
-    _image(store, p.image, p.pull, p.platform)
+    image = _image(store, p.image, p.pull, p.platform)
     doc, final = from_image.create(
         store,
         p.image,
@@ -270,6 +270,7 @@ def main(argv: list[str], verb: str = "run") -> int:
         labels=p.labels,
         workdir_given=p.workdir_given,
         auto_remove=p.auto_remove,
+        image=image,
     )
     if verb == "create":
         print(doc["Id"])
@@ -279,8 +280,8 @@ def main(argv: list[str], verb: str = "run") -> int:
     )
 
 
-def _image(store: Store, name: str, policy: str, platform: str) -> None:
-    """Make sure the image to run is in the store, pulling it first as ``--pull`` says.
+def _image(store: Store, name: str, policy: str, platform: str) -> ImageRecord:
+    """The image to run, pulled first as ``--pull`` says.
 
     ``missing`` pulls only what the store lacks (the built-in busybox is made, not pulled),
     ``always`` pulls every time, ``never`` never does. Pull progress goes to stderr, as
@@ -293,15 +294,16 @@ def _image(store: Store, name: str, policy: str, platform: str) -> None:
         fail(f'invalid pull option: \'{policy}\': must be one of "always", "missing" or "never"')
     if policy != "always":
         try:
-            find_image(store, name)
-            return
+            return find_image(store, name)
         except ImageNotFound:
             if policy == "never":
                 raise
         print(f"Unable to find image '{name}' locally", file=sys.stderr, flush=True)
     from kobako.cli.registry import pull_image
 
-    pull_image(store, name, quiet=False, platform=platform, out=sys.stderr)
+    return find_image(
+        store, pull_image(store, name, quiet=False, platform=platform, out=sys.stderr)
+    )
 
 
 def _with_stdin(interactive: bool, call: Callable[[dict[str, Any]], Exit]) -> Exit:

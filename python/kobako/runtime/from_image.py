@@ -76,6 +76,7 @@ def create(
     labels: dict[str, str] | None = None,
     workdir_given: bool = False,
     auto_remove: bool = False,
+    image: ImageRecord | None = None,
 ) -> tuple[dict[str, Any], Spec]:
     """Make a container from an image: its record, its writable layer, its final spec.
 
@@ -89,6 +90,7 @@ def create(
         labels: Labels added to the image's.
         workdir_given: Whether ``spec.process.cwd`` was given (else the image's applies).
         auto_remove: ``--rm`` (kept in the record).
+        image: The image ``ref`` names, if the caller has already looked it up.
 
     Returns:
         The container's record and the spec to run it with.
@@ -99,7 +101,8 @@ def create(
         Conflict: The name is taken.
         LayerError: A layer of the image cannot be extracted.
     """
-    image = find_image(store, ref)
+    if image is None:
+        image = find_image(store, ref)
     layers = store.ensure_layers(image.manifest, image.config)
     cfg = image.config
     if entrypoint is not None:
