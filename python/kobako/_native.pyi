@@ -18,6 +18,21 @@ def spawn(plan: dict[str, Any]) -> tuple[int, int]:
     step, its errno and path; InvalidArgument for an inconsistent plan.
     """
 
+def spawn_detached(
+    plan: dict[str, Any],
+    monitor_argv: list[str],
+    monitor_env: list[str],
+    out_fd: int,
+    err_fd: int,
+    null_fd: int,
+) -> tuple[int, int]:
+    """Start the container per ``plan`` as the child of a new monitor process that outlives
+    the caller; return ``(pid, monitor pid)`` once the container has exec'd its command.
+
+    The monitor copies ``out_fd`` and ``err_fd`` (read ends; -1 for none) to its log, writes
+    the exit status, then executes ``monitor_argv[3:]``. Raises as :func:`spawn` does.
+    """
+
 def compile_seccomp(
     default_action: str,
     default_errno: int | None,

@@ -671,6 +671,37 @@ class Cgroup:
             raise
         return cls(container_id, 2, dirs, (path,), fd)
 
+    @classmethod
+    def find(cls, container_id: str) -> Cgroup | None:
+        """The cgroup :meth:`create` made for a container, if it still exists.
+
+        For a container started by another kobako process (detached): to join it (``exec``),
+        read its statistics, freeze it, or remove it.
+
+        Raises:
+            InvalidArgument: The id cannot name a cgroup.
+            CgroupError: v2: the directory exists but cannot be opened.
+        """
+        _check_id(container_id)
+        version, hierarchies = _layout()
+        dirs: dict[str, str] = {}
+        paths: list[str] = []
+        for h in hierarchies:
+            path = f"{h.mountpoint}/{PARENT}/{container_id}"
+            if not os.path.isdir(path):
+                continue
+            paths.append(path)
+            dirs.update(dict.fromkeys(h.controllers or _V2_CONTROLLERS, path))
+        if not paths:
+            return None
+        fd = None
+        if version == 2:
+            try:
+                fd = os.open(paths[0], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as e:
+                raise CgroupError(f"cannot open cgroup {paths[0]}: {e.strerror}") from e
+        return cls(container_id, version, dirs, tuple(paths), fd)
+
     # --- processes ---
 
     def add_process(self, pid: int) -> None:

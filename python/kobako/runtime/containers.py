@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from kobako.image.store import ImageRecord, Layer, Store
     from kobako.runtime.spec import Overlay, Spec
 
-__all__ = ["ContainerStore", "now_rfc3339", "random_name"]
+__all__ = ["ContainerStore", "is_running", "now_rfc3339", "random_name", "read_exit"]
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -190,6 +190,8 @@ class ContainerStore:
                     "FinishedAt": "0001-01-01T00:00:00Z",
                 },
                 "Image": image.id,
+                "RestartCount": 0,
+                "LogPath": "",
                 "ImageManifest": image.manifest_digest,
                 "ImageName": image_name,
                 "Name": "/" + name,
@@ -211,6 +213,34 @@ class ContainerStore:
             _write_json(os.path.join(building, "config.json"), doc)
             os.rename(building, base)
         return doc
+
+    def lock(self, cid: str) -> Any:
+        """The container's lock, held around every read-modify-write of its record.
+
+        Raises:
+            ContainerNotFound: The container is gone.
+        """
+        from kobako.image.store import _Lock
+
+        if not os.path.isdir(self.path(cid)):
+            raise ContainerNotFound(f"No such container: {cid}")
+        return _Lock(os.path.join(self.path(cid), "lock"))
+
+    def load(self, cid: str) -> dict[str, Any]:
+        """A container's record as stored (not settled; see :meth:`settle`).
+
+        Raises:
+            ContainerNotFound: The container is gone.
+        """
+        doc = self._load(cid)
+        if doc is None:
+            raise ContainerNotFound(f"No such container: {cid}")
+        return doc
+
+    def settle(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` as it truly is: a record that says running whose processes are gone (killed,
+        or the host rebooted) says exited, with the code the monitor recorded if it did."""
+        return _settle(doc, self.path(doc["Id"]))
 
     def save(self, doc: dict[str, Any]) -> None:
         """Write a container's record atomically."""
@@ -274,7 +304,7 @@ class ContainerStore:
                 continue
             doc = self._load(cid)
             if doc is not None:
-                out.append(_settle(doc))
+                out.append(self._settled(doc))
         out.sort(key=lambda d: d.get("Created", ""), reverse=True)
         return out
 
@@ -296,7 +326,7 @@ class ContainerStore:
             InvalidArgument: An ID prefix matches several containers.
         """
         if len(ref) == 64 and set(ref) <= _HEX and (doc := self._load(ref)) is not None:
-            return _settle(doc)
+            return self._settled(doc)
         docs = self.list()
         for doc in docs:
             if doc["Name"].lstrip("/") == ref.lstrip("/"):
@@ -308,6 +338,32 @@ class ContainerStore:
             if len(matches) > 1:
                 raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise ContainerNotFound(f"No such container: {ref}")
+
+    def _settled(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`settle`, and if the container ended with nobody left to record it (its
+        monitor killed too), record it now and remove its cgroup and runtime files."""
+        status = doc["State"].get("Status")
+        settled = self.settle(doc)
+        if settled["State"]["Status"] == status or status not in (
+            "running",
+            "paused",
+            "restarting",
+        ):
+            return settled
+        from kobako.errors import KobakoError
+        from kobako.runtime.lifecycle import cleanup
+
+        try:
+            with self.lock(doc["Id"]):
+                current = self._load(doc["Id"])
+                if current is None or current["State"].get("Status") != status:
+                    return settled if current is None else self.settle(current)
+                current = self.settle(current)
+                cleanup(doc["Id"])
+                self.save(current)
+                return current
+        except (OSError, KobakoError):
+            return settled
 
     def users_of(self, image_id: str) -> builtins.list[dict[str, Any]]:
         """The containers made from an image."""
@@ -323,7 +379,7 @@ class ContainerStore:
         """
         import shutil
 
-        if doc["State"].get("Running") and _alive(doc):
+        if is_running(doc):
             raise Conflict(
                 f"cannot remove container {doc['Name'].lstrip('/')}: container is running: "
                 "stop the container before removing or force remove"
@@ -425,21 +481,64 @@ def _short_link(store_root: str, layer_dir: str) -> str:
     return link
 
 
-def _alive(doc: dict[str, Any]) -> bool:
-    """Whether the kobako process that runs the container (pid and start time) still lives."""
-    state = doc["State"]
-    pid = state.get("MonitorPid") or 0
-    return pid > 0 and process_start(pid) == state.get("MonitorStart")
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
-def _settle(doc: dict[str, Any]) -> dict[str, Any]:
-    """A record that says running, whose kobako process died (SIGKILL, reboot), says exited."""
+def _same(state: dict[str, Any], pid_key: str, start_key: str) -> bool:
+    """Whether the process the record names (pid, start time, boot) is still there."""
+    pid = state.get(pid_key) or 0
+    if pid <= 0 or process_start(pid) != state.get(start_key):
+        return False
+    boot = state.get("BootId")
+    return not boot or boot == _boot_id()
+
+
+def is_running(doc: dict[str, Any]) -> bool:
+    """Whether a (settled) record says the container runs, is paused or is restarting."""
+    return doc["State"].get("Status") in ("running", "paused", "restarting")
+
+
+def read_exit(base: str) -> tuple[int, str] | None:
+    """The monitor's ``exit`` file in a container's directory: (exit code, RFC 3339 time)."""
+    try:
+        with open(os.path.join(base, "exit")) as f:
+            code, ns = f.read().split()
+    except (OSError, ValueError):
+        return None
+    secs, frac = divmod(int(ns), 1_000_000_000)
+    return int(code), time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def _settle(doc: dict[str, Any], base: str) -> dict[str, Any]:
+    """A record that says running whose processes are gone says exited.
+
+    Running means: the container's process lives, or its monitor (or, for a container run
+    in the foreground, the kobako process running it) lives and has not written the exit
+    file yet. A container restarting lives while its exit command waits out the back-off.
+    """
     state = doc["State"]
-    if state.get("Status") == "running" and not _alive(doc):
-        state.update(Status="exited", Running=False, ExitCode=137, Pid=0)
-        state.setdefault("Error", "")
-        if state.get("FinishedAt", "").startswith("0001"):
-            state["FinishedAt"] = state.get("StartedAt", "")
+    status = state.get("Status")
+    if status not in ("running", "paused", "restarting"):
+        return doc
+    if status != "restarting" and _same(state, "Pid", "PidStart"):
+        return doc
+    ended = read_exit(base) if state.get("PidStart") else None
+    if _same(state, "MonitorPid", "MonitorStart") and (status == "restarting" or ended is None):
+        return doc
+    code, finished = ended if ended else (137, "")
+    state.update(
+        Status="exited", Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=code
+    )
+    state.setdefault("Error", "")
+    if finished:
+        state["FinishedAt"] = finished
+    elif state.get("FinishedAt", "").startswith("0001"):
+        state["FinishedAt"] = state.get("StartedAt", "")
     return doc
 
 

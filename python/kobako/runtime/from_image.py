@@ -77,6 +77,7 @@ def create(
     workdir_given: bool = False,
     auto_remove: bool = False,
     image: ImageRecord | None = None,
+    restart_policy: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Spec]:
     """Make a container from an image: its record, its writable layer, its final spec.
 
@@ -91,6 +92,8 @@ def create(
         workdir_given: Whether ``spec.process.cwd`` was given (else the image's applies).
         auto_remove: ``--rm`` (kept in the record).
         image: The image ``ref`` names, if the caller has already looked it up.
+        restart_policy: Docker's ``RestartPolicy`` (``{"Name": "on-failure",
+            "MaximumRetryCount": 3}``); see :func:`kobako.runtime.monitor.restart_policy`.
 
     Returns:
         The container's record and the spec to run it with.
@@ -134,6 +137,7 @@ def create(
     }
     host_config: dict[str, Any] = {
         "AutoRemove": auto_remove,
+        "RestartPolicy": restart_policy or {"Name": "no", "MaximumRetryCount": 0},
         "NetworkMode": spec.namespaces.network,
         "Privileged": spec.security.privileged,
         "ReadonlyRootfs": spec.security.readonly_rootfs,
@@ -261,42 +265,71 @@ def start(
     afterwards, as ``docker run --rm`` does.
     """
     from kobako.runtime.containers import process_start
-    from kobako.runtime.lifecycle import run
+    from kobako.runtime.lifecycle import boot_id, run
 
     containers = ContainerStore(store)
-    state = doc["State"]
-    state.update(Status="running", Running=True, StartedAt=now_rfc3339(), Pid=0, ExitCode=0)
-    # the kobako process that waits for it: the record says running only while it lives
-    state.update(MonitorPid=os.getpid(), MonitorStart=process_start(os.getpid()))
-    containers.save(doc)
-    try:
-        result = run(spec, stdin=stdin, stdout=stdout, stderr=stderr, interactive=interactive)
-    except BaseException as e:
+    cid = doc["Id"]
+    me = os.getpid()
+    with containers.lock(cid):
+        doc = containers.load(cid)
+        state = doc["State"]
+        if state.get("Status") in ("running", "paused", "restarting"):
+            from kobako.errors import Conflict
+
+            raise Conflict(f"container {cid[:12]} is already running")
         state.update(
+            Status="running",
+            Running=True,
+            StartedAt=now_rfc3339(),
+            Pid=0,
+            PidStart="",
+            ExitCode=0,
+            Error="",
+            ManualStop=False,
+            # the kobako process that waits for it: the record says running while it lives
+            MonitorPid=me,
+            MonitorStart=process_start(me),
+            BootId=boot_id(),
+        )
+        containers.save(doc)
+
+    def started(pid: int) -> None:
+        with containers.lock(cid):
+            current = containers.load(cid)
+            current["State"].update(Pid=pid, PidStart=process_start(pid))
+            containers.save(current)
+
+    try:
+        result = run(
+            spec,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            interactive=interactive,
+            on_start=started,
+        )
+    except BaseException as e:
+        _finish(
+            containers,
+            cid,
             Status="exited" if not isinstance(e, InvalidArgument) else "created",
-            Running=False,
             ExitCode=getattr(e, "exit_code", 125),
             Error=str(e),
-            FinishedAt=now_rfc3339(),
         )
-        _finish(containers, doc)
         raise
-    state.update(
-        Status="exited",
-        Running=False,
-        ExitCode=result.status,
-        OOMKilled=result.oom_killed,
-        FinishedAt=now_rfc3339(),
-    )
-    _finish(containers, doc)
+    _finish(containers, cid, Status="exited", ExitCode=result.status, OOMKilled=result.oom_killed)
     return result
 
 
-def _finish(containers: ContainerStore, doc: dict[str, Any]) -> None:
-    if doc["HostConfig"].get("AutoRemove"):
-        containers.remove(doc, volumes=True)
-    else:
-        containers.save(doc)
+def _finish(containers: ContainerStore, cid: str, **state: Any) -> None:
+    """Record how a foreground run ended (or remove the container, with ``--rm``)."""
+    with containers.lock(cid):
+        doc = containers.load(cid)
+        doc["State"].update(state, Running=False, Pid=0, FinishedAt=now_rfc3339())
+        if doc["HostConfig"].get("AutoRemove"):
+            containers.remove(doc, volumes=True)
+        else:
+            containers.save(doc)
 
 
 def changes(store: Store, doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from kobako.runtime.spec import IdMap, Spec
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
+    from collections.abc import Callable
     from types import FrameType
     from typing import Any
 
@@ -29,7 +30,7 @@ else:
     # start-up) wrapped in enums; importing enum would be a third of the CLI's start-up time.
     import _signal
 
-__all__ = ["Exit", "run"]
+__all__ = ["Exit", "Started", "cleanup", "run", "start_detached"]
 
 #: Where per-container runtime files live (hostname, hosts, resolv.conf).
 RUN_DIR = os.environ.get("KOBAKO_RUN_DIR", "/run/kobako")
@@ -53,6 +54,30 @@ class Exit(Record):
     oom_killed: bool
     stats: CgroupStats
     id: str
+
+
+class Started(Record):
+    """A detached container, running under its monitor.
+
+    Attributes:
+        pid: The container's first process (on the host).
+        pid_start: Its start time (``/proc/PID/stat`` field 22): with the pid, it names the
+            process even after its pid is reused.
+        monitor_pid: Its monitor; ``monitor_start`` likewise.
+        boot_id: The kernel's boot id when they started (a start time is per boot).
+    """
+
+    pid: int
+    pid_start: str
+    monitor_pid: int
+    monitor_start: str
+    boot_id: str
+
+
+def boot_id() -> str:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``)."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 def _host_id(idmap: tuple[IdMap, ...]) -> int:
@@ -154,6 +179,7 @@ def run(
     stdout: int = -1,
     stderr: int = -1,
     interactive: bool = False,
+    on_start: Callable[[int], object] | None = None,
 ) -> Exit:
     """Run ``spec`` in a new container and wait for it to exit.
 
@@ -163,6 +189,7 @@ def run(
         stdout: Host fd for its stdout (-1: ours).
         stderr: Host fd for its stderr (-1: ours).
         interactive: With ``spec.process.terminal``, forward our stdin to the terminal.
+        on_start: Called with the container's pid once it runs (to record it).
 
     Returns:
         The exit status, whether it was OOM-killed, and its resource usage.
@@ -189,7 +216,7 @@ def run(
     os.makedirs(runtime_dir, mode=0o700)
     made = _Made(runtime_dir)
     try:
-        result = _run(spec, cid, hostname, made, stdin, stdout, stderr, interactive)
+        result = _run(spec, cid, hostname, made, stdin, stdout, stderr, interactive, on_start)
     except BaseException:
         made.remove(quiet=True)  # a failure to clean up must not hide the cause
         raise
@@ -249,6 +276,102 @@ def _reap_stale(containers: str) -> None:
             _remove_flat_dir(runtime_dir)
 
 
+def start_detached(
+    spec: Spec, *, log_path: str, exit_path: str, exit_command: list[str], env: list[str]
+) -> Started:
+    """Start ``spec`` under a new monitor and return at once; the container outlives us.
+
+    The monitor (native code, see ``rust/monitor``) copies the container's stdout and stderr
+    to ``log_path``, writes its exit status to ``exit_path`` when it ends, then executes
+    ``exit_command`` with ``env``, which must :func:`cleanup` what this made (the cgroup and
+    the runtime dir, which stay while the container runs). stdin is /dev/null.
+
+    Raises:
+        As :func:`run` does.
+    """
+    cid = spec.id
+    if not cid or len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
+        raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
+    hostname = spec.hostname or cid[:12]
+    containers = os.path.join(RUN_DIR, "containers")
+    _reap_stale(containers)
+    runtime_dir = os.path.join(containers, cid)
+    os.makedirs(runtime_dir, mode=0o700)
+    made = _Made(runtime_dir)
+    fds: list[int] = []
+    try:
+        launch.write_etc_files(runtime_dir, hostname, spec.namespaces.network)
+        ns = spec.namespaces
+        if ns.uid_map or ns.gid_map:
+            os.chown(runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
+        cgroup = made.cgroup = Cgroup.create(
+            cid, spec.resources, privileged=spec.security.privileged
+        )
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        fds.append(null)
+        if spec.process.terminal:
+            from kobako.runtime.tty import open_pty
+
+            pty = made.pty = open_pty()
+            stdio, tty_fd, tty_path = (null, -1, -1), pty.slave, pty.slave_path
+            out_r, err_r = pty.master, -1
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            fds += [out_r, out_w, err_r, err_w]
+            stdio, tty_fd, tty_path = (null, out_w, err_w), -1, None
+        caps = launch.capability_names(spec)
+        plan = launch.build_plan(
+            spec,
+            runtime_dir=runtime_dir,
+            hostname=hostname,
+            stdio=stdio,
+            tty_fd=tty_fd,
+            tty_path=tty_path,
+            cgroup_fd=cgroup.clone_fd,
+            cgroup_join=cgroup.join_files,
+            cgroup_mounts=cgroup.container_mounts(),
+            caps=caps,
+            seccomp=_seccomp(spec, caps),
+        )
+        argv = ["kobako-monitor", log_path, exit_path, *exit_command]
+        pid, monitor = _native.spawn_detached(plan, argv, env, out_r, err_r, null)
+        _write_pid(runtime_dir, pid)
+        started = Started(
+            pid=pid,
+            pid_start=_start_time(pid) or "",
+            monitor_pid=monitor,
+            monitor_start=_start_time(monitor) or "",
+            boot_id=boot_id(),
+        )
+    except BaseException:
+        made.remove(quiet=True)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if made.pty:
+        made.pty.close()
+    if cgroup.clone_fd is not None:
+        os.close(cgroup.clone_fd)
+        cgroup.clone_fd = None
+    return started
+
+
+def cleanup(cid: str) -> None:
+    """Remove what :func:`start_detached` left for a container that has ended: its cgroup
+    (killing whatever is left in it) and its runtime dir. Harmless if they are gone.
+
+    Raises:
+        CgroupError: The cgroup could not be removed (the runtime dir is then kept, so that a
+            later kobako finds it).
+    """
+    cgroup = Cgroup.find(cid)
+    if cgroup is not None:
+        cgroup.destroy()
+    _remove_flat_dir(os.path.join(RUN_DIR, "containers", cid))
+
+
 class _Made:
     """What :func:`run` made for a container, removed whatever happens."""
 
@@ -294,6 +417,7 @@ def _run(
     stdout: int,
     stderr: int,
     interactive: bool,
+    on_start: Callable[[int], object] | None,
 ) -> Exit:
     launch.write_etc_files(made.runtime_dir, hostname, spec.namespaces.network)
     ns = spec.namespaces
@@ -324,6 +448,8 @@ def _run(
         pid, made.pidfd = _native.spawn(plan)
         forwarder.started(pid)
         _write_pid(made.runtime_dir, pid)
+        if on_start is not None:
+            on_start(pid)
         if pty:
             pty.close_slave()
             pty.proxy(stdin=interactive, wakeup=forwarder.wakeup_r)

@@ -10,10 +10,10 @@
 //! | execve succeeds               |                | EOF (the socket closes)       |
 
 pub mod child;
+pub mod detach;
 pub mod init;
 pub mod plan;
 
-use std::fs;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -49,14 +49,14 @@ pub struct Started {
     pub pidfd: OwnedFd,
 }
 
-fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+fn socketpair() -> std::result::Result<(OwnedFd, OwnedFd), Failure> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: fds has room for the two descriptors socketpair writes.
     let rc = unsafe {
         libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
     };
     if rc != 0 {
-        return Err(Error::last_os("socketpair"));
+        return Err(Failure::os("socketpair"));
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -86,24 +86,75 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// Why a launch failed, in a form made without allocating (it may happen in a forked copy of
+/// a multi-threaded process): a call of ours, or the child's report.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    Os { what: &'static str, errno: c_int },
+    Child(Report),
+}
+
+impl Failure {
+    fn os(what: &'static str) -> Failure {
+        Failure::Os { what, errno: sys::errno() }
+    }
+
+    /// The error to raise, with the path the failed step worked on.
+    pub fn into_error(self, plan: &Plan) -> Error {
+        match self {
+            Failure::Os { what, errno } => Error::Os { what, source: io::Error::from_raw_os_error(errno) },
+            Failure::Child(report) => {
+                let step = Step::from_u32(report.step).unwrap_or(Step::Sync);
+                Error::Child { step, errno: report.errno, path: describe(plan, step, report.index) }
+            }
+        }
+    }
+}
+
+/// What the launch needs beside the plan, made before clone: the launch itself may run in a
+/// forked copy of a multi-threaded process, where it must not allocate.
+pub struct Prepared<'a> {
+    plan: &'a Plan,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    seccomp: Option<libc::sock_fprog>,
+    scrub: init::Scrub,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(plan: &'a Plan) -> Result<Prepared<'a>> {
+        if plan.argv.is_empty() || plan.exec_paths.is_empty() {
+            return Err(Error::Plan("no command to run".into()));
+        }
+        if let Some(bpf) = &plan.seccomp {
+            if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > u16::MAX as usize {
+                return Err(Error::Plan("seccomp program is not a whole number of instructions".into()));
+            }
+        }
+        Ok(Prepared {
+            plan,
+            argv: pointer_array(&plan.argv),
+            envp: pointer_array(&plan.env),
+            seccomp: plan.seccomp.as_ref().map(|bpf| libc::sock_fprog {
+                len: (bpf.len() / 8) as u16,
+                filter: bpf.as_ptr() as *mut libc::sock_filter,
+            }),
+            scrub: if plan.init { init::Scrub::of_self() } else { init::Scrub::default() },
+        })
+    }
+}
+
 /// Clone the container's first process per `plan` and return once it has exec'd the command.
 ///
 /// On failure the child has been reaped and the error names the step that failed.
 pub fn spawn(plan: &Plan) -> Result<Started> {
-    if plan.argv.is_empty() || plan.exec_paths.is_empty() {
-        return Err(Error::Plan("no command to run".into()));
-    }
-    let argv = pointer_array(&plan.argv);
-    let envp = pointer_array(&plan.env);
-    let seccomp = plan.seccomp.as_ref().map(|bpf| libc::sock_fprog {
-        len: (bpf.len() / 8) as u16,
-        filter: bpf.as_ptr() as *mut libc::sock_filter,
-    });
-    if let Some(bpf) = &plan.seccomp {
-        if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > u16::MAX as usize {
-            return Err(Error::Plan("seccomp program is not a whole number of instructions".into()));
-        }
-    }
+    let prepared = Prepared::new(plan)?;
+    launch(&prepared).map_err(|f| f.into_error(plan))
+}
+
+/// [`spawn`] without allocating: the clone, the uid/gid maps, the child's report.
+pub fn launch(p: &Prepared) -> std::result::Result<Started, Failure> {
+    let plan = p.plan;
     let (parent_sock, child_sock) = socketpair()?;
     let userns = plan.namespaces & libc::CLONE_NEWUSER as u64 != 0;
     let into_cgroup = plan.cgroup_fd >= 0;
@@ -115,10 +166,10 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
         join_cgroup: !into_cgroup && !plan.cgroup_join.is_empty(),
         wait_for_go: userns,
         unshare_cgroupns: false,
-        argv: &argv,
-        envp: &envp,
-        seccomp,
-        scrub: if plan.init { init::Scrub::of_self() } else { init::Scrub::default() },
+        argv: &p.argv,
+        envp: &p.envp,
+        seccomp: p.seccomp,
+        scrub: p.scrub,
     };
     let cgroupns = plan.namespaces & libc::CLONE_NEWCGROUP as u64 != 0;
     let base_flags = (plan.namespaces & !(libc::CLONE_NEWCGROUP as u64)) | sys::CLONE_PIDFD;
@@ -156,7 +207,7 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
             }
         }
         if pid < 0 {
-            return Err(Error::last_os("clone"));
+            return Err(Failure::os("clone"));
         }
         pid as libc::pid_t
     };
@@ -186,12 +237,13 @@ pub fn spawn(plan: &Plan) -> Result<Started> {
     if n == 0 {
         return Ok(started);
     }
+    let failure = if n as usize == std::mem::size_of::<Report>() {
+        Failure::Child(report)
+    } else {
+        Failure::os("reading the child's report")
+    };
     kill_and_reap(pid);
-    if n as usize != std::mem::size_of::<Report>() {
-        return Err(Error::Os { what: "reading the child's report", source: io::Error::last_os_error() });
-    }
-    let step = Step::from_u32(report.step).unwrap_or(Step::Sync);
-    Err(Error::Child { step, errno: report.errno, path: describe(plan, step, report.index) })
+    Err(failure)
 }
 
 /// The path a failed step worked on, for the error message.
@@ -213,32 +265,48 @@ fn describe(plan: &Plan, step: Step, index: u32) -> Option<String> {
     }
 }
 
-/// What the parent does while the child waits: the uid/gid maps, then go.
-fn go_ahead(plan: &Plan, pid: libc::pid_t, sock: c_int) -> Result<()> {
-    let write = |file: &str, data: &str, what: &'static str| {
-        fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| Error::Os { what, source })
+/// What the parent does while the child waits: the uid/gid maps, then go. No allocation.
+fn go_ahead(plan: &Plan, pid: libc::pid_t, sock: c_int) -> std::result::Result<(), Failure> {
+    let write = |file: &[u8], data: &[u8], what: &'static str| {
+        let mut path = [0u8; 64];
+        let fd = {
+            let p = sys::proc_pid_path(pid, file, &mut path);
+            // SAFETY: p is NUL-terminated in path.
+            unsafe { libc::open(p, libc::O_WRONLY | libc::O_CLOEXEC) }
+        };
+        if fd < 0 {
+            return Err(Failure::os(what));
+        }
+        // SAFETY: writing data's bytes to the fd just opened, then closing it.
+        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
+        let failure = Failure::os(what);
+        unsafe { libc::close(fd) };
+        if n != data.len() as isize {
+            return Err(failure);
+        }
+        Ok(())
     };
     if let Some(map) = &plan.gid_map {
         // Only an unprivileged writer must deny setgroups; as root we keep it, so the
         // container's supplementary groups can be set.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            write("setgroups", "deny", "writing setgroups")?;
+            write(b"setgroups", b"deny", "writing setgroups")?;
         }
-        write("gid_map", map, "writing gid_map")?;
+        write(b"gid_map", map.as_bytes(), "writing gid_map")?;
     }
     if let Some(map) = &plan.uid_map {
-        write("uid_map", map, "writing uid_map")?;
+        write(b"uid_map", map.as_bytes(), "writing uid_map")?;
     }
     // SAFETY: writing one byte from a local.
     let n = unsafe { libc::write(sock, b"1".as_ptr() as *const libc::c_void, 1) };
     if n != 1 {
-        return Err(Error::last_os("sending the go-ahead"));
+        return Err(Failure::os("sending the go-ahead"));
     }
     Ok(())
 }
 
-fn kill_and_reap(pid: libc::pid_t) {
+pub(crate) fn kill_and_reap(pid: libc::pid_t) {
     // SAFETY: pid is our own child; waitpid reaps it.
     unsafe {
         libc::kill(pid, libc::SIGKILL);

@@ -162,6 +162,31 @@ fn spawn(py: Python<'_>, plan: PyPlan) -> PyResult<(i32, i32)> {
     Ok((started.pid, std::os::fd::IntoRawFd::into_raw_fd(started.pidfd)))
 }
 
+/// Start a container under a new monitor (see `process::detach`): ``out_fd``/``err_fd`` are
+/// the read ends of its stdout/stderr (``err_fd`` -1 with a terminal, whose master is
+/// ``out_fd``), which the monitor copies to its log. Returns ``(pid, monitor pid)``.
+#[pyfunction]
+fn spawn_detached(
+    py: Python<'_>,
+    plan: PyPlan,
+    monitor_argv: Vec<String>,
+    monitor_env: Vec<String>,
+    out_fd: i32,
+    err_fd: i32,
+    null_fd: i32,
+) -> PyResult<(i32, i32)> {
+    let plan = Plan::try_from(plan)?;
+    let monitor = process::detach::Monitor {
+        exe: process::detach::monitor_exe()?,
+        argv: cstrings(&monitor_argv)?,
+        env: cstrings(&monitor_env)?,
+        out_fd,
+        err_fd,
+        null_fd,
+    };
+    Ok(py.detach(|| process::detach::spawn_detached(&plan, &monitor))?)
+}
+
 /// One seccomp rule as Python hands it over: (names, action, errno, [(index, op, value, value_two)]).
 type PyRule = (Vec<String>, String, Option<u32>, Vec<(u32, String, u64, u64)>);
 
@@ -323,6 +348,7 @@ fn pack_layer(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach_device_filter, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn_detached, m)?)?;
     m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
     m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;

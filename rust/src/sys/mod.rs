@@ -140,10 +140,45 @@ pub fn proc_fd_path(fd: c_int, buf: &mut [u8; 32]) -> *const c_char {
     buf.as_ptr() as *const c_char
 }
 
+/// Format `/proc/<pid>/<file>` into `buf` (NUL-terminated) without allocating.
+pub fn proc_pid_path(pid: libc::pid_t, file: &[u8], buf: &mut [u8; 64]) -> *const c_char {
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let k = bytes.len().min(buf.len() - 1 - n);
+        buf[n..n + k].copy_from_slice(&bytes[..k]);
+        n += k;
+    };
+    put(b"/proc/");
+    let mut digits = [0u8; 12];
+    let mut len = 0;
+    let mut v = pid as u32;
+    loop {
+        digits[digits.len() - 1 - len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    put(&digits[digits.len() - len..]);
+    put(b"/");
+    put(file);
+    buf[n] = 0;
+    buf.as_ptr() as *const c_char
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::CStr;
+
+    #[test]
+    fn proc_pid_path_formats() {
+        let mut buf = [0u8; 64];
+        let p = proc_pid_path(4321, b"uid_map", &mut buf);
+        // SAFETY: NUL-terminated within buf.
+        assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), "/proc/4321/uid_map");
+    }
 
     #[test]
     fn proc_fd_path_formats_numbers() {
