@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag
+from kobako.cli.args import BOOL, INT, STRING, STRING_ARRAY, Command, Flag
 from kobako.cli.main import fail
 
 TYPE_CHECKING = False
@@ -59,12 +59,33 @@ INSPECT = Command(
 )
 
 START = Command(
-    "kobako start [OPTIONS] CONTAINER",
-    "Start a stopped container",
+    "kobako start [OPTIONS] CONTAINER [CONTAINER...]",
+    "Start one or more stopped containers",
     (
         Flag("attach", "a", BOOL, "Attach STDOUT/STDERR and forward signals"),
         Flag("interactive", "i", BOOL, "Attach container's STDIN"),
     ),
+)
+STOP = Command(
+    "kobako stop [OPTIONS] CONTAINER [CONTAINER...]",
+    "Stop one or more running containers",
+    (
+        Flag("signal", "s", STRING, "Signal to send to the container"),
+        Flag("time", "t", INT, "Seconds to wait before killing the container", default=10),
+    ),
+)
+RESTART = Command(
+    "kobako restart [OPTIONS] CONTAINER [CONTAINER...]",
+    "Restart one or more containers",
+    (
+        Flag("signal", "s", STRING, "Signal to send to the container"),
+        Flag("time", "t", INT, "Seconds to wait before killing the container", default=10),
+    ),
+)
+KILL = Command(
+    "kobako kill [OPTIONS] CONTAINER [CONTAINER...]",
+    "Kill one or more running containers",
+    (Flag("signal", "s", STRING, "Signal to send to the container", default="KILL"),),
 )
 WAIT = Command(
     "kobako wait CONTAINER [CONTAINER...]",
@@ -89,7 +110,10 @@ Commands:
   rename      Rename a container
   rm          Remove one or more containers
   run         Create and run a new container from an image
-  start       Start a stopped container (attached: -a)
+  start       Start one or more stopped containers
+  stop        Stop one or more running containers
+  kill        Kill one or more running containers
+  restart     Restart one or more containers
   wait        Block until one or more containers stop, then print their exit codes
 """
 
@@ -106,7 +130,10 @@ def main(argv: list[str], verb: str = "ps") -> int:
 
             return run.main(argv, sub)
         verb = {"ls": "ps", "list": "ps", "remove": "rm"}.get(sub, sub)
-        known = ("ps", "rm", "diff", "commit", "export", "inspect", "prune", "start", "wait")
+        known = (
+            *("ps", "rm", "diff", "commit", "export", "inspect", "prune", "start", "wait"),
+            *("stop", "kill", "restart"),
+        )
         if verb not in (*known, "rename"):
             fail(f"'kobako container {sub}' is not a kobako command")
         if verb == "inspect":
@@ -122,48 +149,140 @@ def main(argv: list[str], verb: str = "ps") -> int:
         "start": _start,
         "wait": _wait,
         "rename": _rename,
+        "stop": _stop,
+        "kill": _kill,
+        "restart": _restart,
     }[verb]
     return handler(argv)
 
 
 def _start(argv: list[str]) -> int:
-    """``start -a``: run a created or stopped container again, attached, to its end."""
+    """``start``: run a created or stopped container again; detached, or to its end with -a."""
     from kobako.cli.run import _report, _with_stdin
+    from kobako.runtime.containers import is_running
     from kobako.runtime.from_image import start
+    from kobako.runtime.monitor import start_detached
 
     o = START.parse(argv)
-    if len(o.args) != 1:
-        fail(f'"kobako start" requires exactly 1 argument, got {len(o.args)}')
-    if not o.get_bool("attach"):
-        fail("detached start is not supported yet: use kobako start -a CONTAINER")
+    if not o.args:
+        fail('"kobako start" requires at least 1 argument')
+    attach = o.get_bool("attach") or o.get_bool("interactive")
+    if attach and len(o.args) != 1:
+        fail("you cannot start and attach multiple containers at once")
     store = _store()
     containers = _containers(store)
-    doc = containers.get(o.args[0])
-    if doc["State"].get("Status") == "running":
-        fail(f"container {doc['Id'][:12]} is already running")
-    spec = containers.spec(doc)
-    interactive = o.get_bool("interactive")
-    result = _with_stdin(interactive, lambda stdin: start(store, doc, spec, **stdin))
-    return _report(result)
+    if attach:
+        doc = containers.get(o.args[0])
+        if is_running(doc):
+            fail(f"container {doc['Id'][:12]} is already running")
+        spec = containers.spec(doc)
+        interactive = o.get_bool("interactive")
+        result = _with_stdin(interactive, lambda stdin: start(store, doc, spec, **stdin))
+        return _report(result)
+
+    def one(ref: str) -> None:
+        doc = containers.get(ref)
+        if not is_running(doc):  # as docker: starting a running container does nothing
+            start_detached(store, doc, containers.spec(doc))
+
+    return _each(o.args, one)
+
+
+def _each(refs: list[str], action: Any) -> int:
+    """Apply ``action`` to each container named, as docker's multi-container verbs do: print
+    each name done, one line per failure (and exit status 1 if any)."""
+    from kobako.errors import KobakoError
+
+    failed = False
+    for ref in refs:
+        try:
+            action(ref)
+        except KobakoError as e:
+            print(f"kobako: {e}", file=sys.stderr)
+            failed = True
+            continue
+        print(ref, flush=True)
+    return 1 if failed else 0
+
+
+def _stop(argv: list[str]) -> int:
+    from kobako.runtime.monitor import parse_signal, stop
+
+    o = STOP.parse(argv)
+    if not o.args:
+        fail('"kobako stop" requires at least 1 argument')
+    sig = o.get_string("signal") or None
+    if sig:
+        parse_signal(sig)
+    store = _store()
+    containers = _containers(store)
+    timeout = o.get_int("time")
+    return _each(
+        o.args,
+        lambda ref: stop(store, containers.get(ref), None if timeout < 0 else timeout, sig),
+    )
+
+
+def _restart(argv: list[str]) -> int:
+    from kobako.runtime.monitor import parse_signal, start_detached, stop
+
+    o = RESTART.parse(argv)
+    if not o.args:
+        fail('"kobako restart" requires at least 1 argument')
+    sig = o.get_string("signal") or None
+    if sig:
+        parse_signal(sig)
+    store = _store()
+    containers = _containers(store)
+    timeout = o.get_int("time")
+
+    def one(ref: str) -> None:
+        doc = containers.get(ref)
+        stop(store, doc, None if timeout < 0 else timeout, sig)
+        doc = containers.get(doc["Id"])
+        start_detached(store, doc, containers.spec(doc))
+
+    return _each(o.args, one)
+
+
+def _kill(argv: list[str]) -> int:
+    from kobako.errors import Conflict
+    from kobako.runtime.containers import is_running
+    from kobako.runtime.monitor import kill, parse_signal
+
+    o = KILL.parse(argv)
+    if not o.args:
+        fail('"kobako kill" requires at least 1 argument')
+    sig = o.get_string("signal")
+    parse_signal(sig)
+    store = _store()
+    containers = _containers(store)
+
+    def one(ref: str) -> None:
+        doc = containers.get(ref)
+        if not is_running(doc):
+            raise Conflict(
+                f"cannot kill container: {ref}: container {doc['Id'][:12]} is not running"
+            )
+        kill(store, doc, sig)
+
+    return _each(o.args, one)
 
 
 def _wait(argv: list[str]) -> int:
     """``wait``: each container's exit code, once it is not running any more."""
-    import time
-
     from kobako.errors import NotFound
+    from kobako.runtime.monitor import wait_stopped
 
     o = WAIT.parse(argv)
     if not o.args:
         fail('"kobako wait" requires at least 1 argument')
-    containers = _containers(_store())
+    store = _store()
+    containers = _containers(store)
     failed = False
     for ref in o.args:
         try:
-            doc = containers.get(ref)
-            while doc["State"].get("Status") == "running":
-                time.sleep(0.1)
-                doc = containers.get(doc["Id"])
+            doc = wait_stopped(store, containers.get(ref)["Id"])
         except NotFound as e:
             print(f"kobako: {e}", file=sys.stderr)
             failed = True
@@ -296,23 +415,23 @@ def _is_image(store: Store, doc: dict[str, Any], ref: str) -> bool:
 
 
 def _rm(argv: list[str]) -> int:
-    from kobako.errors import KobakoError
+    from kobako.runtime.containers import is_running
+    from kobako.runtime.monitor import stop
 
     o = RM.parse(argv)
     if not o.args:
         fail("'kobako rm' requires at least 1 argument")
-    containers = _containers(_store())
-    failed = False
-    for ref in o.args:
-        try:
-            doc = containers.get(ref)
-            containers.remove(doc, volumes=o.get_bool("volumes"))
-        except KobakoError as e:
-            print(f"kobako: {e}", file=sys.stderr)
-            failed = True
-            continue
-        print(ref)
-    return 1 if failed else 0
+    store = _store()
+    containers = _containers(store)
+
+    def one(ref: str) -> None:
+        doc = containers.get(ref)
+        if is_running(doc) and o.get_bool("force"):
+            stop(store, doc, 0, "SIGKILL")
+            doc = containers.get(doc["Id"])
+        containers.remove(doc, volumes=o.get_bool("volumes"))
+
+    return _each(o.args, one)
 
 
 PRUNE = Command(

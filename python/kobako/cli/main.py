@@ -37,6 +37,18 @@ VERBS = {
     "start": "containers",
     "wait": "containers",
     "rename": "containers",
+    "stop": "containers",
+    "kill": "containers",
+    "restart": "containers",
+    "logs": "logs",
+    "exec": "exec",
+    "attach": "exec",
+    "cp": "cp",
+    "top": "observe",
+    "stats": "observe",
+    "port": "observe",
+    "pause": "observe",
+    "unpause": "observe",
     "system": "system",
     "volume": "volumes",
     "pull": "registry",
@@ -57,9 +69,21 @@ Commands:
   run         Run a command in a new container
   create      Create a new container
   ps          List containers
-  start       Start a stopped container (attached: -a)
+  start       Start one or more stopped containers
   wait        Block until one or more containers stop, then print their exit codes
   rename      Rename a container
+  stop        Stop one or more running containers
+  kill        Kill one or more running containers
+  restart     Restart one or more containers
+  logs        Fetch the logs of a container
+  exec        Execute a command in a running container
+  attach      Attach local standard input, output, and error streams to a running container
+  cp          Copy files/folders between a container and the local filesystem
+  top         Display the running processes of a container
+  stats       Display a live stream of container(s) resource usage statistics
+  port        List port mappings or a specific mapping for the container
+  pause       Pause all processes within one or more containers
+  unpause     Unpause all processes within one or more containers
   rm          Remove one or more containers
   diff        Inspect changes to files or directories on a container's filesystem
   commit      Create a new image from a container's changes

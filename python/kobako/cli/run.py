@@ -32,6 +32,7 @@ FLAGS = (
     Flag("tty", "t", BOOL, "Allocate a pseudo-TTY"),
     Flag("detach", "d", BOOL, "Run container in background"),
     Flag("rm", "", BOOL, "Automatically remove the container when it exits"),
+    Flag("restart", "", STRING, "Restart policy to apply when a container exits", default="no"),
     Flag("name", "", STRING, "Assign a name to the container"),
     Flag("label", "l", STRING_ARRAY, "Set meta data on a container", varname="list"),
     Flag("env", "e", STRING_ARRAY, "Set environment variables", varname="list"),
@@ -110,6 +111,8 @@ class Parsed:
         self.auto_remove = False
         self.pull = "missing"
         self.platform = ""
+        self.detach = False
+        self.restart: dict[str, object] | None = None
 
 
 def _idmap(value: str) -> IdMap:
@@ -180,8 +183,11 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p = Parsed()
     p.image = image
     p.rootfs = o.get_bool("rootfs")
-    if verb == "run" and o.get_bool("detach"):
-        fail("detached containers (-d) are not supported yet")
+    p.detach = verb == "run" and o.get_bool("detach")
+    if o.changed("restart"):
+        from kobako.runtime.monitor import restart_policy
+
+        p.restart = restart_policy(o.get_string("restart"))
     if o.changed("entrypoint"):
         p.entrypoint = o.get_string("entrypoint")
     if p.rootfs:
@@ -193,6 +199,8 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.labels = _labels(o.get_strings("label"))
     p.workdir_given = o.changed("workdir")
     p.auto_remove = verb == "run" and o.get_bool("rm")
+    if p.auto_remove and p.restart and p.restart["Name"] != "no":
+        fail("Conflicting options: --restart and --rm")
     p.interactive = o.get_bool("interactive")
     p.pull = o.get_string("pull")
     p.platform = o.get_string("platform")
@@ -253,6 +261,8 @@ def main(argv: list[str], verb: str = "run") -> int:
     if p.rootfs:
         if verb == "create":
             fail("kobako create needs an image (--rootfs is for run)")
+        if p.detach:
+            fail("a detached container needs an image (--rootfs runs in the foreground)")
         from kobako.runtime import run
 
         return _report(_with_stdin(p.interactive, lambda stdin: run(spec, **stdin)))
@@ -271,8 +281,17 @@ def main(argv: list[str], verb: str = "run") -> int:
         workdir_given=p.workdir_given,
         auto_remove=p.auto_remove,
         image=image,
+        restart_policy=p.restart,
     )
     if verb == "create":
+        print(doc["Id"])
+        return 0
+    if p.detach:
+        from kobako.runtime.monitor import start_detached
+
+        if p.interactive:
+            fail("-i with -d is not supported yet: use kobako exec -i")
+        start_detached(store, doc, final)
         print(doc["Id"])
         return 0
     return _report(

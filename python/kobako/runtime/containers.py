@@ -451,13 +451,17 @@ class ContainerStore:
 
 
 def process_start(pid: int) -> str | None:
-    """A process's start time (field 22 of /proc/PID/stat), or None if it is gone."""
+    """A process's start time (field 22 of /proc/PID/stat), or None if it is gone or dead
+    (a zombie: exited, its parent has not reaped it yet)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
 
 
 def _short_link(store_root: str, layer_dir: str) -> str:

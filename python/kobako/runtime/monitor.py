@@ -135,7 +135,8 @@ def start_detached(
     with containers.lock(cid):
         current = containers.load(cid)
         state = current["State"]
-        if is_running(current):
+        by_policy = not reset_count and state.get("Status") == "restarting"
+        if is_running(current) and not by_policy:
             raise Conflict(f"container {cid[:12]} is already running")
         if os.path.exists(exit_path):
             os.unlink(exit_path)
@@ -246,7 +247,7 @@ def exited(store: Store, cid: str) -> None:
         return
     if not restart:
         return
-    time.sleep(state["BackoffMs"] / 1000)
+    _sleep_unless_woken(state["BackoffMs"] / 1000)
     with containers.lock(cid):
         try:
             doc = containers.load(cid)
@@ -261,6 +262,14 @@ def exited(store: Store, cid: str) -> None:
         start_detached(store, doc, spec, reset_count=False)
     except Exception:
         return  # the record says why
+
+
+def _sleep_unless_woken(seconds: float) -> None:
+    """Sleep, cut short by SIGUSR1 (what ``stop`` sends to a restart waiting out its back-off)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+    signal.sigtimedwait([signal.SIGUSR1], seconds)
 
 
 def _pidfd(pid: int, start: str | None) -> int | None:
@@ -320,12 +329,21 @@ def stop(
     """Stop a container (``docker stop``): its stop signal, then SIGKILL after ``timeout``
     seconds (default 10); returns once its exit is recorded. A stopped one is left as it is.
 
-    Its restart policy does not bring it back (until it is started again).
+    Its restart policy does not bring it back (until it is started again). A restart the
+    policy had already begun when the stop came is stopped in turn.
     """
+    cid = doc["Id"]
+    for _ in range(3):
+        doc = _mark_stopping(store, cid)
+        _stop_once(doc, timeout, sig)
+        _settle_now(store, cid)
+        if not is_running(ContainerStore(store).get(cid)):
+            return
+
+
+def _stop_once(doc: dict[str, Any], timeout: float | None, sig: str | None) -> None:
     import signal
 
-    cid = doc["Id"]
-    doc = _mark_stopping(store, cid)
     state = doc["State"]
     monitor = _pidfd(state.get("MonitorPid") or 0, state.get("MonitorStart"))
     container = _pidfd(state.get("Pid") or 0, state.get("PidStart"))
@@ -338,15 +356,17 @@ def stop(
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(container, signal.SIGKILL)
                 _wait_fd(container, None)
-        elif monitor is not None and state.get("Status") == "restarting":
-            signal.pidfd_send_signal(monitor, signal.SIGTERM)  # waiting out its back-off
         if monitor is not None:
-            _wait_fd(monitor, 30.0)  # the exit command records the end
+            # The exit command records the end; one waiting out a restart back-off sees the
+            # stop (ManualStop) when it wakes, so it is woken now.
+            if state.get("Status") == "restarting":
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(monitor, signal.SIGUSR1)
+            _wait_fd(monitor, 30.0)
     finally:
         for fd in (monitor, container):
             if fd is not None:
                 os.close(fd)
-    _settle_now(store, cid)
 
 
 def _settle_now(store: Store, cid: str) -> None:
