@@ -60,7 +60,8 @@ class Container:
 
     @property
     def status(self) -> str:
-        """``created``, ``running`` or ``exited``."""
+        """``created``, ``running``, ``paused``, ``restarting`` or ``exited`` (as of the last
+        :meth:`reload`)."""
         return str(self.attrs["State"]["Status"])
 
     @property
@@ -99,27 +100,70 @@ class Container:
         Raises:
             TimeoutError: It still runs after ``timeout`` seconds.
         """
-        import time
+        from kobako.runtime.monitor import wait_stopped
 
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.reload()
-        while self.status == "running":
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"container {self.short_id} still runs after {timeout} s")
-            time.sleep(0.1)
-            self.reload()
+        self.attrs = wait_stopped(self.client.store, self.id, timeout)
         error = self.attrs["State"].get("Error")
         return {
             "StatusCode": self.attrs["State"].get("ExitCode", 0),
             "Error": {"Message": error} if error else None,
         }
 
-    def remove(self, v: bool = False, force: bool = False) -> None:
-        """Remove it (``docker rm``); ``v`` removes its anonymous volumes too."""
-        del force  # a container is never running once run() returned (detached: next issue)
-        from kobako.runtime.containers import ContainerStore
+    def start(self) -> None:
+        """Start it, detached (``docker start``); nothing happens if it runs already.
 
-        ContainerStore(self.client.store).remove(self.attrs, volumes=v)
+        Raises:
+            StartError: It could not be set up (its record says why).
+        """
+        from kobako.runtime.containers import ContainerStore, is_running
+        from kobako.runtime.monitor import start_detached
+
+        containers = ContainerStore(self.client.store)
+        doc = containers.get(self.id)
+        if not is_running(doc):
+            doc = start_detached(self.client.store, doc, containers.spec(doc))
+        self.attrs = doc
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop it: its stop signal, then SIGKILL after ``timeout`` seconds (default 10)."""
+        from kobako.runtime.monitor import stop
+
+        stop(self.client.store, self.attrs, timeout)
+        self.reload()
+
+    def kill(self, signal: str | int | None = None) -> None:
+        """Send it a signal (default SIGKILL).
+
+        Raises:
+            Conflict: It is not running.
+            InvalidArgument: No such signal.
+        """
+        from kobako.runtime.monitor import kill
+
+        self.reload()
+        kill(self.client.store, self.attrs, 9 if signal is None else signal)
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop it (as :meth:`stop`), then start it again."""
+        self.stop(timeout)
+        self.start()
+
+    def remove(self, v: bool = False, force: bool = False) -> None:
+        """Remove it (``docker rm``); ``v`` removes its anonymous volumes too, ``force`` kills it
+        first if it runs.
+
+        Raises:
+            Conflict: It runs, and ``force`` is not given.
+        """
+        from kobako.runtime.containers import ContainerStore, is_running
+        from kobako.runtime.monitor import stop
+
+        containers = ContainerStore(self.client.store)
+        doc = containers.get(self.id)
+        if force and is_running(doc):
+            stop(self.client.store, doc, 0, "SIGKILL")
+            doc = containers.get(self.id)
+        containers.remove(doc, volumes=v)
 
     def diff(self) -> list[dict[str, Any]]:
         """Its changes to its image: ``[{"Path": "/x", "Kind": 0|1|2}]`` (C, A, D)."""
@@ -221,7 +265,7 @@ class ContainerCollection:
 
         docs = ContainerStore(self.client.store).list()
         if not all:
-            docs = [d for d in docs if d["State"].get("Status") == "running"]
+            docs = [d for d in docs if d["State"].get("Status") in ("running", "paused")]
         return [Container(self.client, d) for d in docs]
 
     def run(
@@ -258,8 +302,11 @@ class ContainerCollection:
         security_opt: Sequence[str] | None = None,
         init: bool = False,
         tty: bool = False,
-    ) -> bytes:
-        """Run a command in a new container from an image and return its output.
+        restart_policy: Mapping[str, Any] | None = None,
+        _start: bool = True,
+    ) -> Any:
+        """Run a command in a new container from an image and return its output, or the
+        :class:`Container` with ``detach=True``.
 
         Args:
             image: The image (name, ID, or :class:`~kobako.images.Image`).
@@ -268,7 +315,7 @@ class ContainerCollection:
             stdout: Return what the command wrote to stdout.
             stderr: Return what it wrote to stderr too (interleaved with stdout).
             remove: Remove the container once it exits (``--rm``); ``auto_remove`` too.
-            detach: Not yet (detached containers come with the lifecycle work).
+            detach: Start it in the background and return the :class:`Container` at once.
             name: The container's name.
             entrypoint: Replaces the image's (and drops its ``Cmd``, as Docker does).
             environment: ``{"K": "v"}`` or ``["K=v"]``, added to the image's.
@@ -292,9 +339,12 @@ class ContainerCollection:
             security_opt: ``["seccomp=unconfined", "no-new-privileges=false"]``.
             init: Run kobako's init as PID 1.
             tty: Give the command a pseudo-terminal.
+            restart_policy: ``{"Name": "on-failure", "MaximumRetryCount": 3}``; the names are
+                ``no``, ``always``, ``unless-stopped`` and ``on-failure``.
 
         Returns:
-            What the command wrote (stdout; plus stderr with ``stderr=True``).
+            What the command wrote (stdout; plus stderr with ``stderr=True``); with
+            ``detach=True``, the running :class:`Container`.
 
         Raises:
             ContainerError: The command exited with a non-zero status (``.exit_status``,
@@ -307,8 +357,6 @@ class ContainerCollection:
         from kobako.errors import ImageNotFound
         from kobako.runtime import from_image
 
-        if detach:
-            raise InvalidArgument("detach=True: detached containers are not supported yet")
         ref = image if isinstance(image, str) else image.id
         spec = self._spec(
             command=command,
@@ -355,7 +403,14 @@ class ContainerCollection:
             workdir_given=working_dir is not None,
             auto_remove=remove or auto_remove,
             image=record,
+            restart_policy=_restart_policy(restart_policy),
         )
+        if not _start:
+            return Container(self.client, doc)
+        if detach:
+            from kobako.runtime.monitor import start_detached
+
+            return Container(self.client, start_detached(store, doc, final))
         out = os.memfd_create("kobako-stdout", os.MFD_CLOEXEC)
         err = out if stderr and stdout else os.memfd_create("kobako-stderr", os.MFD_CLOEXEC)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -379,6 +434,27 @@ class ContainerCollection:
             os.close(out)
             if err != out:
                 os.close(err)
+
+    def create(
+        self, image: str | Image, command: str | Sequence[str] | None = None, **kwargs: Any
+    ) -> Container:
+        """Create a container without starting it (``docker create``); the arguments are
+        :meth:`run`'s."""
+        return self.run(image, command, _start=False, **kwargs)  # type: ignore[no-any-return]
+
+    def prune(self, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Remove every stopped container: ``{"ContainersDeleted": [ids], "SpaceReclaimed": n}``."""
+        from kobako.runtime.containers import ContainerStore, is_running
+
+        if filters:
+            raise InvalidArgument("prune filters are not supported")
+        containers = ContainerStore(self.client.store)
+        deleted = []
+        for doc in containers.list():
+            if not is_running(doc):
+                containers.remove(doc)
+                deleted.append(doc["Id"])
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
 
     def _spec(self, **kw: Any) -> Spec:
         from kobako.runtime import parse
@@ -436,6 +512,16 @@ class ContainerCollection:
                 readonly_rootfs=kw["read_only"],
             ),
         )
+
+
+def _restart_policy(policy: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not policy:
+        return None
+    from kobako.runtime.monitor import restart_policy
+
+    name = str(policy.get("Name") or "no")
+    count = int(policy.get("MaximumRetryCount") or 0)
+    return restart_policy(f"{name}:{count}" if name == "on-failure" and count else name)
 
 
 def _entrypoint(entrypoint: str | Sequence[str]) -> str | list[str]:
