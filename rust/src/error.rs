@@ -39,10 +39,11 @@ pub enum Step {
     Seccomp,
     Init,
     Exec,
+    Setns,
 }
 
 impl Step {
-    pub const ALL: [Step; 31] = [
+    pub const ALL: [Step; 32] = [
         Step::Sync,
         Step::CgroupJoin,
         Step::Cgroupns,
@@ -74,6 +75,7 @@ impl Step {
         Step::Seccomp,
         Step::Init,
         Step::Exec,
+        Step::Setns,
     ];
 
     pub fn from_u32(v: u32) -> Option<Step> {
@@ -114,6 +116,7 @@ impl Step {
             Step::Seccomp => "seccomp",
             Step::Init => "init",
             Step::Exec => "exec",
+            Step::Setns => "setns",
         }
     }
 }

@@ -389,6 +389,7 @@ def build_plan(
         "cgroup_fd": -1 if cgroup_fd is None else cgroup_fd,
         "cgroup_join": list(cgroup_join),
         "init": proc.init,
+        "join": None,
     }
 
 

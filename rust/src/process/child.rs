@@ -8,7 +8,7 @@ use std::ptr;
 
 use libc::{c_char, c_int};
 
-use super::plan::{Kind, Plan};
+use super::plan::{Join, Kind, Plan};
 use super::{init, Report};
 use crate::error::Step;
 use crate::rootfs::{self, Failure};
@@ -49,7 +49,11 @@ fn die(sock: c_int, step: Step, errno: c_int, index: u32, code: c_int) -> ! {
 /// # Safety
 /// Must be called only in the freshly cloned child, as described in the module docs.
 pub unsafe fn run(a: &ChildArgs) -> ! {
-    match setup(a) {
+    let result = match &a.plan.join {
+        Some(join) => setup_exec(a, join),
+        None => setup(a),
+    };
+    match result {
         Ok(()) => {}
         Err((step, errno, index)) => die(a.sock, step, errno, index, 1),
     }
@@ -182,6 +186,61 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
 
     // Confinement. Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it first.
+    if !p.no_new_privs {
+        install_seccomp(a)?;
+    }
+    drop_privileges(p)?;
+    if p.no_new_privs {
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), Step::NoNewPrivs)?;
+        install_seccomp(a)?;
+    }
+    Ok(())
+}
+
+/// `exec`: into the running container's cgroup, namespaces and root, then the same
+/// confinement as its first process.
+unsafe fn setup_exec(a: &ChildArgs, join: &Join) -> Result<(), Indexed> {
+    let p = a.plan;
+    libc::close(a.parent_sock);
+    // Until execve, this process holds kobako's memory and is in the container's pid
+    // namespace: no process there may ptrace it or read its /proc/PID/mem.
+    check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0), Step::Setns)?;
+    if a.join_cgroup {
+        for (i, file) in p.cgroup_join.iter().enumerate() {
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+                return Err((Step::CgroupJoin, sys::errno(), i as u32));
+            }
+            libc::close(fd);
+        }
+    }
+    for (i, &(fd, kind)) in join.namespaces.iter().enumerate() {
+        if libc::setns(fd, kind) != 0 {
+            return Err((Step::Setns, sys::errno(), i as u32));
+        }
+    }
+    check(libc::fchdir(join.root), Step::Setns)?;
+    check(libc::chroot(c".".as_ptr()), Step::Setns)?;
+    check(libc::setsid(), Step::Setsid)?;
+    if p.tty_fd >= 0 {
+        check(libc::ioctl(p.tty_fd, libc::TIOCSCTTY, 0), Step::Console)?;
+        for fd in 0..3 {
+            check(libc::dup2(p.tty_fd, fd), Step::Console)?;
+        }
+    } else {
+        for (i, &fd) in p.stdio.iter().enumerate() {
+            if fd >= 0 && fd != i as c_int {
+                check(libc::dup2(fd, i as c_int), Step::Stdio)?;
+            }
+        }
+    }
+    for (i, &(resource, soft, hard)) in p.rlimits.iter().enumerate() {
+        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        if libc::setrlimit(resource as _, &lim) != 0 {
+            return Err((Step::Rlimit, sys::errno(), i as u32));
+        }
+    }
+    check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
     if !p.no_new_privs {
         install_seccomp(a)?;
     }

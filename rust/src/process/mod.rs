@@ -86,6 +86,22 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// Returns the calling thread to its own pid namespace (for its future children) on drop.
+struct PidNsRestore(c_int);
+
+impl Drop for PidNsRestore {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: setns back to the namespace this thread was in, then close its fd. A
+            // thread may always re-enter its own active pid namespace.
+            unsafe {
+                libc::setns(self.0, libc::CLONE_NEWPID);
+                libc::close(self.0);
+            }
+        }
+    }
+}
+
 /// Why a launch failed, in a form made without allocating (it may happen in a forked copy of
 /// a multi-threaded process): a call of ours, or the child's report.
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +207,26 @@ pub fn launch(p: &Prepared) -> std::result::Result<Started, Failure> {
         } else {
             args.unshare_cgroupns = cgroupns;
         }
+        // exec: the parent's thread enters the container's pid namespace for the clone (it
+        // changes only where this thread's children go), and returns to its own after.
+        let own_pid_ns = match &plan.join {
+            Some(join) if join.pid_ns >= 0 => {
+                // SAFETY: opening a static path; setns on fds we hold.
+                let own = unsafe {
+                    libc::open(c"/proc/thread-self/ns/pid".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                };
+                if own < 0 || unsafe { libc::setns(join.pid_ns, libc::CLONE_NEWPID) } != 0 {
+                    let failure = Failure::os("entering the container's pid namespace");
+                    if own >= 0 {
+                        unsafe { libc::close(own) };
+                    }
+                    return Err(failure);
+                }
+                own
+            }
+            _ => -1,
+        };
+        let _restore = PidNsRestore(own_pid_ns);
         // SAFETY: the child only runs child::run, which obeys clone's rules (see its docs).
         let mut pid = unsafe { sys::clone3(&mut clone_args) };
         if pid == 0 {

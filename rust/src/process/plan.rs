@@ -99,6 +99,19 @@ pub struct Overlay {
     pub chdir: Option<CString>,
 }
 
+/// What `exec` joins instead of making a container: a running container's namespaces and root.
+#[derive(Debug)]
+pub struct Join {
+    /// (namespace fd, CLONE_NEW* type) for every namespace but the pid one, the user
+    /// namespace first: the child setns()es into each.
+    pub namespaces: Vec<(i32, i32)>,
+    /// The container's pid namespace, which the parent enters around the clone (setns only
+    /// moves the children of the caller into a pid namespace); -1: none to join.
+    pub pid_ns: i32,
+    /// An O_PATH fd of the container's root (`/proc/PID/root`), to chroot into.
+    pub root: i32,
+}
+
 /// Everything the child does, decided by the parent.
 #[derive(Debug)]
 pub struct Plan {
@@ -141,6 +154,8 @@ pub struct Plan {
     pub cgroup_join: Vec<CString>,
     /// Run a reaping, signal-forwarding init as PID 1.
     pub init: bool,
+    /// `exec`: join a running container instead of setting one up (no mounts, no pivot).
+    pub join: Option<Join>,
 }
 
 pub fn cstring(s: &str) -> Result<CString> {

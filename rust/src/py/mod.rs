@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::{Error, Step};
-use crate::process::plan::{cstring, Caps, Device, Kind, MountEntry, Overlay, Plan, RootPath};
+use crate::process::plan::{cstring, Caps, Device, Join, Kind, MountEntry, Overlay, Plan, RootPath};
 use crate::{cgroup, layer, process, seccomp};
 
 pyo3::import_exception!(kobako.errors, StartError);
@@ -44,6 +44,9 @@ impl From<Error> for PyErr {
 
 /// One mount as Python hands it over: (source, destination, fstype, flags, data, is_file).
 type PyMount = (Option<String>, String, Option<String>, u64, Option<String>, bool);
+
+/// exec: (namespace fds with their CLONE_NEW* types, pid namespace fd or -1, root fd).
+type PyJoin = (Vec<(i32, i32)>, i32, i32);
 
 /// The launch plan as Python hands it over (a dict; see `kobako.runtime.launch`).
 #[derive(FromPyObject)]
@@ -78,6 +81,7 @@ struct PyPlan {
     cgroup_fd: i32,
     cgroup_join: Vec<String>,
     init: bool,
+    join: Option<PyJoin>,
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Error> {
@@ -150,6 +154,7 @@ impl TryFrom<PyPlan> for Plan {
             cgroup_fd: p.cgroup_fd,
             cgroup_join: cstrings(&p.cgroup_join)?,
             init: p.init,
+            join: p.join.map(|(namespaces, pid_ns, root)| Join { namespaces, pid_ns, root }),
         })
     }
 }
