@@ -164,8 +164,14 @@ def container_status(doc: dict[str, Any]) -> str:
     if status == "exited":
         since = human_duration_since(state.get("FinishedAt", ""))
         return f"Exited ({state.get('ExitCode', 0)}) {since}".rstrip()
+    up = f"Up {human_duration_since(state.get('StartedAt', '')).removesuffix(' ago')}"
     if status == "running":
-        return f"Up {human_duration_since(state.get('StartedAt', '')).removesuffix(' ago')}"
+        return up
+    if status == "paused":
+        return f"{up} (Paused)"
+    if status == "restarting":
+        since = human_duration_since(state.get("FinishedAt", ""))
+        return f"Restarting ({state.get('ExitCode', 0)}) {since}".rstrip()
     return str(status).capitalize()
 
 

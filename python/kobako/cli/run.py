@@ -42,6 +42,13 @@ FLAGS = (
     Flag("hostname", "h", STRING, "Container host name"),
     Flag("volume", "v", STRING_ARRAY, "Bind mount a volume", varname="list"),
     Flag("mount", "", STRING_ARRAY, "Attach a filesystem mount to the container", varname="mount"),
+    Flag(
+        "volumes-from",
+        "",
+        STRING_ARRAY,
+        "Mount volumes from the specified container(s)",
+        varname="list",
+    ),
     Flag("tmpfs", "", STRING_ARRAY, "Mount a tmpfs directory", varname="list"),
     Flag("read-only", "", BOOL, "Mount the container's root filesystem as read only"),
     Flag("privileged", "", BOOL, "Give extended privileges to this container"),
@@ -112,6 +119,7 @@ class Parsed:
         self.pull = "missing"
         self.platform = ""
         self.detach = False
+        self.volumes_from: list[str] = []
         self.restart: dict[str, object] | None = None
 
 
@@ -184,6 +192,7 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.image = image
     p.rootfs = o.get_bool("rootfs")
     p.detach = verb == "run" and o.get_bool("detach")
+    p.volumes_from = o.get_strings("volumes-from")
     if o.changed("restart"):
         from kobako.runtime.monitor import restart_policy
 
@@ -282,6 +291,7 @@ def main(argv: list[str], verb: str = "run") -> int:
         auto_remove=p.auto_remove,
         image=image,
         restart_policy=p.restart,
+        volumes_from=p.volumes_from,
     )
     if verb == "create":
         print(doc["Id"])

@@ -417,13 +417,13 @@ class ContainerStore:
         Runs under the names lock, which every command making a container holds while its
         directory is still ``ID.new``.
         """
+        leftovers = [n for n in os.listdir(self.root) if n.endswith((".new", ".gone"))]
+        if not leftovers:
+            return
         import shutil
 
         from kobako.image.store import _Lock
 
-        leftovers = [n for n in os.listdir(self.root) if n.endswith((".new", ".gone"))]
-        if not leftovers:
-            return
         with _Lock(os.path.join(self.root, "names.lock")):
             for name in leftovers:
                 path = os.path.join(self.root, name)

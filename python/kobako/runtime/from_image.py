@@ -78,6 +78,7 @@ def create(
     auto_remove: bool = False,
     image: ImageRecord | None = None,
     restart_policy: dict[str, Any] | None = None,
+    volumes_from: list[str] | None = None,
 ) -> tuple[dict[str, Any], Spec]:
     """Make a container from an image: its record, its writable layer, its final spec.
 
@@ -94,6 +95,8 @@ def create(
         image: The image ``ref`` names, if the caller has already looked it up.
         restart_policy: Docker's ``RestartPolicy`` (``{"Name": "on-failure",
             "MaximumRetryCount": 3}``); see :func:`kobako.runtime.monitor.restart_policy`.
+        volumes_from: ``--volumes-from``: ``CONTAINER[:ro|:rw]``, whose volumes and bind
+            mounts this one mounts too, at the same paths (read-only with ``:ro``).
 
     Returns:
         The container's record and the spec to run it with.
@@ -106,6 +109,8 @@ def create(
     """
     if image is None:
         image = find_image(store, ref)
+    if volumes_from:
+        spec = spec.replace(mounts=(*spec.mounts, *_volumes_from(store, spec, volumes_from)))
     layers = store.ensure_layers(image.manifest, image.config)
     cfg = image.config
     if entrypoint is not None:
@@ -215,6 +220,46 @@ def _mounts(
             options = tuple(o for o in m.options if o != "nocopy")
             out.append(m.replace(type="bind", source=data, options=options))
         containers.save(doc)
+    return out
+
+
+def _volumes_from(store: Store, spec: Spec, refs: list[str]) -> list[Mount]:
+    """The mounts ``--volumes-from`` adds: each named container's volumes and binds, at
+    their paths, unless this container mounts something there itself.
+
+    Raises:
+        ContainerNotFound: A container named does not exist.
+        InvalidArgument: A mode other than ``ro`` or ``rw``.
+    """
+    from kobako.runtime.spec import Mount
+
+    containers = ContainerStore(store)
+    taken = {os.path.normpath(m.destination) for m in spec.mounts}
+    out: list[Mount] = []
+    for item in refs:
+        ref, _, mode = item.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
+        for m in containers.get(ref).get("Mounts") or ():
+            dest = os.path.normpath(m["Destination"])
+            if dest in taken or m.get("Type") not in ("volume", "bind"):
+                continue
+            taken.add(dest)
+            readonly = mode == "ro" or (not mode and not m.get("RW", True))
+            options = ("rbind", "ro" if readonly else "rw", "rprivate")
+            if m["Type"] == "volume":
+                out.append(
+                    Mount(
+                        destination=dest,
+                        type="volume",
+                        source=m["Name"],
+                        options=(*options, "nocopy"),
+                    )
+                )
+            else:
+                out.append(
+                    Mount(destination=dest, type="bind", source=m["Source"], options=options)
+                )
     return out
 
 

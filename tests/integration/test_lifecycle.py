@@ -1,0 +1,434 @@
+"""Detached containers: run -d, ps, stop/kill/restart, restart policies, exec, and state that
+survives a killed monitor and a wiped /run."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import kobako
+from kobako.errors import Conflict
+from kobako.image.store import ImageRecord, Store
+from kobako.runtime import lifecycle
+from kobako.runtime.containers import ContainerStore
+from tests.conftest import kobako as cli
+from tests.imagetools import make_image
+
+pytestmark = pytest.mark.container
+
+
+@pytest.fixture
+def busybox_image(store: Store, busybox_tar: bytes) -> ImageRecord:
+    return make_image(store, [busybox_tar], tag="bb:1", config={"Cmd": ["sh"]})
+
+
+@pytest.fixture
+def client(root: str, busybox_image: ImageRecord) -> Iterator[kobako.Client]:
+    """A client on the test's store; every container left is force-removed at the end."""
+    c = kobako.Client(root)
+    yield c
+    for container in c.containers.list(all=True):
+        container.remove(force=True)
+
+
+def _monitors() -> set[int]:
+    out = set()
+    for comm in glob.glob("/proc/[0-9]*/comm"):
+        try:
+            with open(comm) as f:
+                if f.read().strip() == "kobako-monitor":
+                    out.add(int(comm.split("/")[2]))
+        except OSError:
+            continue
+    return out
+
+
+def _state(root: str, name: str) -> dict:
+    r = cli("inspect", "--type", "container", name)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)[0]["State"]
+
+
+def _log(c: kobako.Container) -> list[tuple[str, str]]:
+    """(stream, text) of every record of its log."""
+    c.reload()
+    path = c.attrs["LogPath"]
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [tuple(line.rstrip("\n").split(" ", 3)[1::2]) for line in f]  # type: ignore[misc]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_run_d_ps_logs_stop_rm(root: str, busybox_image: ImageRecord) -> None:
+    r = cli(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; echo out; echo err >&2; while true; do sleep 0.05; done",
+    )
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert len(cid) == 64
+    try:
+        ps = cli("ps", "--format", "json")
+        rows = [json.loads(line) for line in ps.stdout.splitlines()]
+        assert [row["Names"] for row in rows] == ["web"]
+        assert rows[0]["State"] == "running"
+        state = _state(root, "web")
+        assert state["Running"] and state["Pid"] > 0
+        monitor = state["MonitorPid"]
+        with open(f"/proc/{monitor}/comm") as f:
+            assert f.read().strip() == "kobako-monitor"
+        # the monitor is nobody's child here: kobako has exited
+        with open(f"/proc/{monitor}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) != os.getpid()
+        deadline = time.monotonic() + 5
+        log = os.path.join(root, "containers", cid, "container.log")
+        while _read(log).count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        records = sorted(line.split(" ", 3)[1::2] for line in _read(log).splitlines())
+        assert records == [["stderr", "err"], ["stdout", "out"]]
+        r = cli("stop", "-t", "30", "web")
+        assert r.returncode == 0 and r.stdout == "web\n", r.stderr
+        state = _state(root, "web")  # 143: its TERM trap ran (137 would be the SIGKILL)
+        assert state["Status"] == "exited" and state["ExitCode"] == 143
+        assert not state["FinishedAt"].startswith("0001")
+        assert _gone(monitor)
+        assert cli("ps", "-q").stdout == ""
+        assert cli("ps", "-aq").stdout.strip() == cid[:12]
+    finally:
+        cli("rm", "-f", "web")
+    assert cli("ps", "-aq").stdout == ""
+
+
+def test_stop_kills_after_the_timeout_and_uses_the_stop_signal(
+    root: str, store: Store, busybox_tar: bytes
+) -> None:
+    make_image(store, [busybox_tar], tag="quit:1", config={"StopSignal": "SIGUSR1"})
+    script = "trap 'echo got usr1' USR1; trap '' TERM; while true; do sleep 0.05; done"
+    assert cli("run", "-d", "--name", "q", "quit:1", "sh", "-c", script).returncode == 0
+    try:
+        time.sleep(0.3)
+        r = cli("stop", "-t", "1", "q")
+        assert r.returncode == 0, r.stderr
+        state = _state(root, "q")
+        assert state["ExitCode"] == 137  # USR1 was trapped: killed after 1 s
+        log_path = cli("inspect", "-f", "{{.LogPath}}", "q").stdout.strip()
+        assert "got usr1" in _read(log_path)
+    finally:
+        cli("rm", "-f", "q")
+
+
+def test_kill_restart_start_wait(root: str, busybox_image: ImageRecord) -> None:
+    assert cli("run", "-d", "--name", "k", "bb:1", "sleep", "100").returncode == 0
+    try:
+        first = _state(root, "k")["Pid"]
+        assert cli("restart", "-t", "0", "k").returncode == 0
+        second = _state(root, "k")
+        assert second["Running"] and second["Pid"] != first
+        assert cli("kill", "-s", "KILL", "k").returncode == 0
+        w = cli("wait", "k")
+        assert w.stdout == "137\n"
+        assert _state(root, "k")["Status"] == "exited"
+        r = cli("kill", "k")
+        assert r.returncode == 1 and "is not running" in r.stderr
+        assert cli("start", "k").stdout == "k\n"
+        assert _state(root, "k")["Running"]
+        bad = cli("kill", "-s", "NOPE", "k")
+        assert bad.returncode == 125 and "invalid signal" in bad.stderr
+        running = cli("rm", "k")
+        assert running.returncode == 1 and "stop the container" in running.stderr
+    finally:
+        cli("rm", "-f", "k")
+
+
+def test_rm_flag_with_detach_removes_on_exit(root: str, busybox_image: ImageRecord) -> None:
+    r = cli("run", "-d", "--rm", "bb:1", "sh", "-c", "exit 3")
+    assert r.returncode == 0
+    cid = r.stdout.strip()
+    deadline = time.monotonic() + 10
+    while os.path.exists(os.path.join(root, "containers", cid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(os.path.join(root, "containers", cid))
+    assert cli("run", "-d", "--rm", "--restart", "always", "bb:1").returncode == 125
+
+
+def test_on_failure_restarts_n_times_with_backoff(client: kobako.Client) -> None:
+    c = client.containers.run(
+        "bb:1",
+        ["sh", "-c", "echo run; exit 1"],
+        detach=True,
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+    )
+    started = time.monotonic()
+    deadline = started + 20
+    while time.monotonic() < deadline:
+        c.reload()
+        if c.status == "exited" and c.attrs["RestartCount"] == 3:
+            break
+        time.sleep(0.05)
+    c.wait(timeout=10)
+    c.reload()
+    assert c.attrs["RestartCount"] == 3
+    assert c.attrs["State"]["ExitCode"] == 1
+    assert _log(c) == [("stdout", "run")] * 4
+    # Docker's back-off: 100 + 200 + 400 ms between the four runs
+    assert time.monotonic() - started >= 0.7
+    # a success is not restarted by on-failure
+    ok = client.containers.run("bb:1", ["true"], detach=True, restart_policy={"Name": "on-failure"})
+    ok.wait(timeout=10)
+    time.sleep(0.3)
+    ok.reload()
+    assert ok.attrs["RestartCount"] == 0 and ok.status == "exited"
+
+
+def test_always_restarts_until_stopped(client: kobako.Client) -> None:
+    c = client.containers.run(
+        "bb:1", ["sh", "-c", "exit 0"], detach=True, restart_policy={"Name": "always"}
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        c.reload()
+        if c.attrs["RestartCount"] >= 2:
+            break
+        time.sleep(0.05)
+    assert c.attrs["RestartCount"] >= 2
+    c.stop(timeout=1)
+    assert c.status == "exited"
+    count = c.attrs["RestartCount"]
+    time.sleep(0.5)
+    c.reload()
+    assert c.status == "exited" and c.attrs["RestartCount"] == count
+
+
+def test_killed_monitor_and_container_leave_a_true_record(root: str, client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    pid, monitor = c.attrs["State"]["Pid"], c.attrs["State"]["MonitorPid"]
+    os.kill(monitor, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not _gone(monitor) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c.reload()
+    assert c.status == "running"  # the container outlives its monitor, as it does podman's
+    assert _state(root, c.name)["Pid"] == pid
+    os.kill(pid, signal.SIGKILL)
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)  # init reaps it
+    state = _state(root, c.name)
+    assert state["Status"] == "exited" and state["ExitCode"] == 137 and state["Pid"] == 0
+    # what it left (cgroup, runtime dir) was removed when the record was settled
+    assert not os.path.exists(os.path.join(lifecycle.RUN_DIR, "containers", c.id))
+    assert not glob.glob(f"/sys/fs/cgroup/*/kobako/{c.id}") + glob.glob(
+        f"/sys/fs/cgroup/kobako/{c.id}"
+    )
+    c.start()
+    assert c.status == "running"
+
+
+def test_a_wiped_run_dir_reads_as_a_reboot_and_start_brings_them_back(
+    root: str, client: kobako.Client
+) -> None:
+    containers = [client.containers.run("bb:1", ["sleep", "100"], detach=True) for _ in range(3)]
+    # A reboot: every process gone, /run empty.
+    for c in containers:
+        os.kill(c.attrs["State"]["MonitorPid"], signal.SIGKILL)
+        os.kill(c.attrs["State"]["Pid"], signal.SIGKILL)
+    for c in containers:
+        deadline = time.monotonic() + 5
+        while not _gone(c.attrs["State"]["Pid"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    shutil.rmtree(os.path.join(lifecycle.RUN_DIR, "containers"))
+    time.sleep(0.1)
+    ps = cli("ps", "-a", "--format", "json")
+    rows = [json.loads(line) for line in ps.stdout.splitlines()]
+    assert {row["State"] for row in rows} == {"exited"}
+    assert len(rows) == 3
+    r = cli("start", *(c.name for c in containers))
+    assert r.returncode == 0, r.stderr
+    for c in containers:
+        c.reload()
+        assert c.status == "running"
+    assert len(cli("ps", "-q").stdout.split()) == 3
+
+
+def test_fifty_detached_containers(root: str, client: kobako.Client) -> None:
+    monitors_before = _monitors()
+    names = [f"c{i}" for i in range(50)]
+    for name in names:
+        script = f"trap 'exit 0' TERM; echo {name}; while true; do sleep 0.1; done"
+        r = cli("run", "-d", "--name", name, "bb:1", "sh", "-c", script)
+        assert r.returncode == 0, r.stderr
+    ps = cli("ps", "--format", "json")
+    rows = [json.loads(line) for line in ps.stdout.splitlines()]
+    assert sorted(row["Names"] for row in rows) == sorted(names)
+    assert len(_monitors() - monitors_before) == 50
+    for name in names:
+        e = cli("exec", name, "sh", "-c", "cat /etc/hostname; echo $((6 * 7))")
+        assert e.returncode == 0, e.stderr
+        assert e.stdout.split("\n")[1] == "42"
+    for c in client.containers.list():
+        assert _log(c) == [("stdout", c.name)]
+    r = cli("stop", *names)
+    assert r.returncode == 0, r.stderr
+    assert cli("ps", "-q").stdout == ""
+    r = cli("rm", *names)
+    assert r.returncode == 0, r.stderr
+    assert cli("ps", "-aq").stdout == ""
+    assert _monitors() <= monitors_before
+    assert os.listdir(os.path.join(root, "containers")) in ([], ["names.lock"])
+
+
+# --- exec --------------------------------------------------------------------------------------
+
+
+def test_exec_joins_every_namespace_and_the_cgroup(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    script = (
+        "for ns in mnt pid net ipc uts cgroup user; do "
+        '[ "$(readlink /proc/1/ns/$ns)" = "$(readlink /proc/self/ns/$ns)" ] || echo "$ns differs"; '
+        "done; cat /proc/1/cgroup > /tmp/a; cat /proc/self/cgroup > /tmp/b; cmp -s /tmp/a /tmp/b "
+        "|| echo cgroup differs; hostname"
+    )
+    r = cli("exec", c.name, "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == c.id[:12] + "\n"
+
+
+def test_exec_has_the_container_confinement_and_no_kobako_fd(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    fields = "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/{}/status"
+    container = cli("exec", c.name, "sh", "-c", fields.format(1)).stdout
+    own = cli("exec", c.name, "sh", "-c", fields.format("$$")).stdout
+    assert container == own
+    assert "NoNewPrivs:\t1" in own and "Seccomp:\t2" in own
+    # only 0, 1 and 2: nothing of kobako's (a host directory fd would be CVE-2024-21626)
+    # (the fds of a child of the exec'd shell: the shell's own glob opens a directory)
+    r = cli("exec", c.name, "sh", "-c", "sleep 5 & cd /proc/$!/fd && echo *; kill $!")
+    assert r.stdout.split() == ["0", "1", "2"], r.stdout
+    privileged = cli("exec", "--privileged", c.name, "grep", "Seccomp:", "/proc/self/status")
+    assert privileged.stdout.split() == ["Seccomp:", "0"]
+    # the root really is the container's: the host's files are not there
+    assert cli("exec", c.name, "test", "-e", "/etc/os-release").returncode == 1
+
+
+def test_exec_options_and_errors(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    r = cli(
+        "exec",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=bar",
+        c.name,
+        "sh",
+        "-c",
+        "id -u; id -g; pwd; echo $FOO",
+    )
+    assert r.stdout.split() == ["1000", "1000", "/tmp", "bar"], r.stderr
+    assert cli("exec", c.name, "sh", "-c", "exit 7").returncode == 7
+    missing = cli("exec", c.name, "nosuch")
+    assert missing.returncode == 127 and "executable file not found" in missing.stderr
+    d = cli("exec", "-d", c.name, "sh", "-c", "echo detached > /tmp/d")
+    assert d.returncode == 0 and d.stdout == ""
+    deadline = time.monotonic() + 5
+    while cli("exec", c.name, "cat", "/tmp/d").stdout != "detached\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c.stop(timeout=0)
+    stopped = cli("exec", c.name, "true")
+    assert stopped.returncode == 125 and "is not running" in stderr_line(stopped.stderr)
+    with pytest.raises(Conflict):
+        from kobako.runtime.execute import exec_in
+
+        exec_in(client.store, c.attrs, ["true"])
+
+
+def stderr_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_api_detach_and_container_methods(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True, name="api")
+    assert isinstance(c, kobako.containers.Container)
+    assert c.status == "running"
+    assert [x.name for x in client.containers.list()] == ["api"]
+    c.kill(signal="SIGKILL")
+    assert c.wait(timeout=10) == {"StatusCode": 137, "Error": None}
+    c.restart()
+    assert c.status == "running"
+    c.stop(timeout=0)
+    assert c.status == "exited"
+    created = client.containers.create("bb:1", ["true"], name="later")
+    assert created.status == "created"
+    created.start()
+    assert created.wait(timeout=10)["StatusCode"] == 0
+    pruned = client.containers.prune()
+    assert sorted(pruned["ContainersDeleted"]) == sorted([c.id, created.id])
+    assert ContainerStore(client.store).list() == []
+
+
+def test_volumes_from_shares_volumes_and_binds(
+    root: str, busybox_image: ImageRecord, tmp_path
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    r = cli(
+        "run",
+        "--name",
+        "src",
+        "-v",
+        "named:/data",
+        "-v",
+        f"{host}:/bind",
+        "--mount",
+        "type=volume,dst=/anon",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo n > /data/f; echo b > /bind/f; echo a > /anon/f",
+    )
+    assert r.returncode == 0, r.stderr
+    try:
+        r = cli(
+            "run", "--rm", "--volumes-from", "src", "bb:1", "cat", "/data/f", "/bind/f", "/anon/f"
+        )
+        assert r.stdout == "n\nb\na\n", r.stderr
+        ro = cli("run", "--rm", "--volumes-from", "src:ro", "bb:1", "sh", "-c", "echo x > /data/g")
+        assert ro.returncode != 0 and "Read-only file system" in ro.stderr
+        missing = cli("run", "--rm", "--volumes-from", "nosuch", "bb:1", "true")
+        assert missing.returncode == 125 and "No such container: nosuch" in missing.stderr
+    finally:
+        cli("rm", "-v", "src")
+        cli("volume", "rm", "named")
