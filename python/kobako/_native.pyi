@@ -6,6 +6,7 @@ __all__ = [
     "attach_device_filter",
     "compile_seccomp",
     "extract_layer",
+    "open_in_root",
     "pack_layer",
     "read_in_root",
     "spawn",
@@ -22,15 +23,16 @@ def spawn_detached(
     plan: dict[str, Any],
     monitor_argv: list[str],
     monitor_env: list[str],
-    out_fd: int,
-    err_fd: int,
-    null_fd: int,
+    fds: tuple[int, int, int, int, int],
 ) -> tuple[int, int]:
     """Start the container per ``plan`` as the child of a new monitor process that outlives
     the caller; return ``(pid, monitor pid)`` once the container has exec'd its command.
 
-    The monitor copies ``out_fd`` and ``err_fd`` (read ends; -1 for none) to its log, writes
-    the exit status, then executes ``monitor_argv[3:]``. Raises as :func:`spawn` does.
+    ``fds`` are ``(out, err, in, listen, null)``. The monitor copies ``out`` and ``err`` (read
+    ends; -1 for none) to its log and to clients of its attach socket ``listen`` (bound at
+    ``monitor_argv[3]``, which it removes at the end; -1: none), passes their input on to
+    ``in`` (the write end of the container's stdin pipe; -1: none), writes the exit status,
+    then executes ``monitor_argv[4:]``. Raises as :func:`spawn` does.
     """
 
 def compile_seccomp(
@@ -43,6 +45,21 @@ def compile_seccomp(
 
 def read_in_root(root: str, path: str, limit: int) -> bytes | None:
     """Read at most ``limit`` bytes of ``path`` resolved inside ``root``; None if missing."""
+
+def open_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0) -> int:
+    """Open ``path`` resolved inside the directory ``root_fd`` as if it were ``/``.
+
+    openat2(2) with ``RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS``: ``..`` stops at ``root_fd``,
+    symlinks (absolute ones too) are followed inside it, /proc magic links fail with ELOOP.
+    ``O_CLOEXEC`` is added; ``mode`` is for a file ``O_CREAT`` makes.
+
+    Returns:
+        The new fd (the caller closes it).
+
+    Raises:
+        OSError: As openat2 fails (FileNotFoundError, NotADirectoryError…), with ``path``.
+        kobako.errors.InvalidArgument: ``path`` contains a NUL byte.
+    """
 
 def attach_device_filter(cgroup_fd: int, rules: list[tuple[str, int, int, str]]) -> None:
     """Attach a v2 device allowlist ``(type, major, minor, access)`` to a cgroup directory fd."""

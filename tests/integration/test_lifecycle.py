@@ -253,8 +253,22 @@ def test_killed_monitor_and_container_leave_a_true_record(root: str, client: kob
     assert c.status == "running"
 
 
+@pytest.fixture
+def own_run_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A runtime dir of the test's own (short: it holds unix sockets), for kobako here and in
+    the CLI and exit commands it starts, so that wiping it touches no other container."""
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="kr", dir="/tmp")
+    monkeypatch.setenv("KOBAKO_RUN_DIR", path)
+    monkeypatch.setattr(lifecycle, "RUN_DIR", path)
+    monkeypatch.setattr(lifecycle, "CACHE_DIR", os.path.join(path, "cache"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def test_a_wiped_run_dir_reads_as_a_reboot_and_start_brings_them_back(
-    root: str, client: kobako.Client
+    own_run_dir: str, root: str, client: kobako.Client
 ) -> None:
     containers = [client.containers.run("bb:1", ["sleep", "100"], detach=True) for _ in range(3)]
     # A reboot: every process gone, /run empty.
@@ -265,7 +279,7 @@ def test_a_wiped_run_dir_reads_as_a_reboot_and_start_brings_them_back(
         deadline = time.monotonic() + 5
         while not _gone(c.attrs["State"]["Pid"]) and time.monotonic() < deadline:
             time.sleep(0.02)
-    shutil.rmtree(os.path.join(lifecycle.RUN_DIR, "containers"))
+    shutil.rmtree(os.path.join(own_run_dir, "containers"))
     time.sleep(0.1)
     ps = cli("ps", "-a", "--format", "json")
     rows = [json.loads(line) for line in ps.stdout.splitlines()]
@@ -432,3 +446,117 @@ def test_volumes_from_shares_volumes_and_binds(
     finally:
         cli("rm", "-v", "src")
         cli("volume", "rm", "named")
+
+
+# --- a terminal: run -it, detach keys, attach --------------------------------------------------
+
+
+def _spawn_in_pty(*args: str) -> tuple[int, int]:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from tests.conftest import KOBAKO
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(KOBAKO, [KOBAKO, *args])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    return pid, fd
+
+
+def _expect(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+        if text in buf:
+            return buf
+    raise AssertionError(f"{text!r} not in {buf!r}")
+
+
+def test_run_it_pty_resize_ctrl_c_detach_and_attach(root: str, busybox_image: ImageRecord) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    pid, fd = _spawn_in_pty("run", "-it", "--name", "tty", "bb:1", "sh")
+    try:
+        _expect(fd, b"# ")
+        os.write(fd, b"tty; stty size\r")
+        out = _expect(fd, b"30 100")
+        assert b"/dev/pts/" in out or b"/dev/console" in out
+        # a window-size change is passed on
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 132, 0, 0))
+        os.kill(pid, signal.SIGWINCH)
+        deadline = time.monotonic() + 10
+        while True:
+            os.write(fd, b"stty size\r")
+            try:
+                _expect(fd, b"50 132", timeout=1)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline
+        # Ctrl-C reaches the container's foreground process, not kobako
+        os.write(fd, b"sleep 30; echo slept\r")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")
+        os.write(fd, b"echo after-$((1+1))\r")
+        assert b"slept" not in _expect(fd, b"after-2")
+        # ctrl-p ctrl-q: kobako returns 0, the container runs on
+        os.write(fd, b"\x10\x11")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
+    assert _state(root, "tty")["Running"]
+    pid, fd = _spawn_in_pty("attach", "tty")
+    try:
+        time.sleep(0.3)
+        os.write(fd, b"echo back; exit 3\r")
+        _expect(fd, b"back")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        os.close(fd)
+        cli("rm", "-f", "tty")
+
+
+def test_run_t_keeps_every_line_and_the_exit_code(root: str, busybox_image: ImageRecord) -> None:
+    pid, fd = _spawn_in_pty(
+        "run", "-t", "--rm", "bb:1", "sh", "-c", "echo first; echo second; exit 5"
+    )
+    try:
+        out = _expect(fd, b"second")
+        assert b"first" in out
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 5
+    finally:
+        os.close(fd)
+    assert cli("ps", "-aq").stdout == ""  # --rm: removed before run returned
+
+
+def test_detached_i_takes_input_through_attach(root: str, busybox_image: ImageRecord) -> None:
+    assert (
+        cli(
+            "run", "-d", "-i", "--name", "cat", "bb:1", "sh", "-c", "read x; echo got $x"
+        ).returncode
+        == 0
+    )
+    try:
+        r = cli("attach", "cat", input=b"hello\n")
+        assert r.stdout == "got hello\n" and r.returncode == 0, r.stderr
+    finally:
+        cli("rm", "-f", "cat")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag
 from kobako.cli.main import fail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 EXEC = Command(
     "kobako exec [OPTIONS] CONTAINER COMMAND [ARG...]",
@@ -27,8 +32,21 @@ EXEC = Command(
 )
 
 
+ATTACH = Command(
+    "kobako attach [OPTIONS] CONTAINER",
+    "Attach local standard input, output, and error streams to a running container",
+    (
+        Flag("detach-keys", "", STRING, "Override the key sequence for detaching a container"),
+        Flag("no-stdin", "", BOOL, "Do not attach STDIN"),
+        Flag("sig-proxy", "", BOOL, "Proxy all received signals to the process", default=True),
+    ),
+)
+
+
 def main(argv: list[str], verb: str = "exec") -> int:
-    """``exec``: the command's exit status, as docker returns it."""
+    """``exec``: the command's exit status, as docker returns it; ``attach``: the container's."""
+    if verb == "attach":
+        return _attach(argv)
     from kobako.cli.run import _env
     from kobako.image.store import Store
     from kobako.runtime.containers import ContainerStore
@@ -67,3 +85,58 @@ def main(argv: list[str], verb: str = "exec") -> int:
         if null >= 0:
             os.close(null)
         sys.stdout.flush()
+
+
+def _attach(argv: list[str]) -> int:
+    from kobako.image.store import Store
+    from kobako.runtime.containers import ContainerStore
+
+    o = ATTACH.parse(argv)
+    if len(o.args) != 1:
+        fail(f'"kobako attach" requires exactly 1 argument, got {len(o.args)}')
+    store = Store.open()
+    doc = ContainerStore(store).get(o.args[0])
+    if doc["State"].get("Status") != "running":
+        fail("You cannot attach to a stopped container, start it first")
+    if doc["Config"].get("Tty") and not o.get_bool("no-stdin") and not os.isatty(0):
+        fail("the input device is not a TTY")
+    return attach_and_wait(
+        store,
+        doc,
+        stdin=not o.get_bool("no-stdin"),
+        detach_keys=o.get_string("detach-keys"),
+        sig_proxy=o.get_bool("sig-proxy"),
+    )
+
+
+def attach_and_wait(
+    store: Any,
+    doc: dict[str, Any],
+    *,
+    stdin: bool,
+    detach_keys: str,
+    sig_proxy: bool,
+    connected: Any = None,
+) -> int:
+    """Attach until the container exits (its exit code, once its end is recorded) or the
+    detach keys are typed (0, the container still running)."""
+    from kobako.errors import ContainerNotFound
+    from kobako.runtime.attach import DETACHED, attach, parse_detach_keys
+    from kobako.runtime.containers import ContainerStore
+    from kobako.runtime.monitor import wait_stopped
+
+    keys = parse_detach_keys(detach_keys or "ctrl-p,ctrl-q")
+    code = attach(
+        store, doc, stdin=stdin, detach_keys=keys, sig_proxy=sig_proxy, connected=connected
+    )
+    if code == DETACHED:
+        try:
+            doc = ContainerStore(store).get(doc["Id"])
+        except ContainerNotFound:
+            return 0
+        if doc["State"].get("Status") in ("running", "paused"):
+            return 0
+        return int(doc["State"].get("ExitCode", 0))
+    with contextlib.suppress(ContainerNotFound, TimeoutError):
+        wait_stopped(store, doc["Id"], timeout=30)  # its exit command: --rm, the record
+    return code

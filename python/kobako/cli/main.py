@@ -42,6 +42,7 @@ VERBS = {
     "restart": "containers",
     "logs": "logs",
     "exec": "exec",
+    "attach": "exec",
     "cp": "cp",
     "top": "observe",
     "stats": "observe",
@@ -76,6 +77,7 @@ Commands:
   restart     Restart one or more containers
   logs        Fetch the logs of a container
   exec        Execute a command in a running container
+  attach      Attach local standard input, output, and error streams to a running container
   cp          Copy files/folders between a container and the local filesystem
   top         Display the running processes of a container
   stats       Display a live stream of container(s) resource usage statistics

@@ -31,6 +31,7 @@ FLAGS = (
     Flag("interactive", "i", BOOL, "Keep STDIN open"),
     Flag("tty", "t", BOOL, "Allocate a pseudo-TTY"),
     Flag("detach", "d", BOOL, "Run container in background"),
+    Flag("detach-keys", "", STRING, "Override the key sequence for detaching a container"),
     Flag("rm", "", BOOL, "Automatically remove the container when it exits"),
     Flag("restart", "", STRING, "Restart policy to apply when a container exits", default="no"),
     Flag("name", "", STRING, "Assign a name to the container"),
@@ -100,7 +101,7 @@ COMMAND = Command(
 CREATE = Command(
     "kobako create [OPTIONS] IMAGE [COMMAND] [ARG...]",
     "Create a new container",
-    tuple(f for f in FLAGS if f.name not in ("detach", "rm")),
+    tuple(f for f in FLAGS if f.name not in ("detach", "rm", "detach-keys")),
 )
 
 
@@ -120,6 +121,7 @@ class Parsed:
         self.platform = ""
         self.detach = False
         self.volumes_from: list[str] = []
+        self.detach_keys = ""
         self.restart: dict[str, object] | None = None
 
 
@@ -193,6 +195,7 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.rootfs = o.get_bool("rootfs")
     p.detach = verb == "run" and o.get_bool("detach")
     p.volumes_from = o.get_strings("volumes-from")
+    p.detach_keys = o.get_string("detach-keys")
     if o.changed("restart"):
         from kobako.runtime.monitor import restart_policy
 
@@ -292,18 +295,34 @@ def main(argv: list[str], verb: str = "run") -> int:
         image=image,
         restart_policy=p.restart,
         volumes_from=p.volumes_from,
+        open_stdin=p.interactive,
     )
     if verb == "create":
         print(doc["Id"])
         return 0
-    if p.detach:
+    if p.detach or spec.process.terminal:
+        # Detached, or with a terminal: under the monitor, so that a container run with -t
+        # can be left running with the detach keys (ctrl-p ctrl-q) and attached to again.
         from kobako.runtime.monitor import start_detached
 
-        if p.interactive:
-            fail("-i with -d is not supported yet: use kobako exec -i")
-        start_detached(store, doc, final)
-        print(doc["Id"])
-        return 0
+        if p.detach:
+            start_detached(store, doc, final)
+            print(doc["Id"])
+            return 0
+        if p.interactive and not os.isatty(0):
+            fail("the input device is not a TTY")
+        from kobako.cli.exec import attach_and_wait
+
+        client: list[Any] = []
+        doc = start_detached(store, doc, final, attach=client)
+        return attach_and_wait(
+            store,
+            doc,
+            stdin=p.interactive,
+            detach_keys=p.detach_keys,
+            sig_proxy=True,
+            connected=client[0] if client else None,
+        )
     return _report(
         _with_stdin(p.interactive, lambda stdin: from_image.start(store, doc, final, **stdin))
     )

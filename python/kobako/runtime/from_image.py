@@ -79,6 +79,7 @@ def create(
     image: ImageRecord | None = None,
     restart_policy: dict[str, Any] | None = None,
     volumes_from: list[str] | None = None,
+    open_stdin: bool = False,
 ) -> tuple[dict[str, Any], Spec]:
     """Make a container from an image: its record, its writable layer, its final spec.
 
@@ -95,6 +96,7 @@ def create(
         image: The image ``ref`` names, if the caller has already looked it up.
         restart_policy: Docker's ``RestartPolicy`` (``{"Name": "on-failure",
             "MaximumRetryCount": 3}``); see :func:`kobako.runtime.monitor.restart_policy`.
+        open_stdin: ``-i``: keep its stdin open for attach clients when it runs detached.
         volumes_from: ``--volumes-from``: ``CONTAINER[:ro|:rw]``, whose volumes and bind
             mounts this one mounts too, at the same paths (read-only with ``:ro``).
 
@@ -131,6 +133,8 @@ def create(
         "Hostname": spec.hostname,
         "User": user,
         "Tty": spec.process.terminal,
+        "OpenStdin": open_stdin,
+        "AttachStdin": open_stdin,
         "Env": list(env),
         "Cmd": cmd,
         "Entrypoint": ep or None,

@@ -20,6 +20,7 @@ from kobako.runtime.spec import IdMap, Spec
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal
+    import socket
     from collections.abc import Callable
     from types import FrameType
     from typing import Any
@@ -30,7 +31,7 @@ else:
     # start-up) wrapped in enums; importing enum would be a third of the CLI's start-up time.
     import _signal
 
-__all__ = ["Exit", "Started", "cleanup", "run", "start_detached"]
+__all__ = ["Exit", "Started", "attach_path", "cleanup", "run", "start_detached"]
 
 #: Where per-container runtime files live (hostname, hosts, resolv.conf).
 RUN_DIR = os.environ.get("KOBAKO_RUN_DIR", "/run/kobako")
@@ -65,6 +66,7 @@ class Started(Record):
             process even after its pid is reused.
         monitor_pid: Its monitor; ``monitor_start`` likewise.
         boot_id: The kernel's boot id when they started (a start time is per boot).
+        client: A socket connected to the monitor's attach socket, if one was asked for.
     """
 
     pid: int
@@ -72,6 +74,7 @@ class Started(Record):
     monitor_pid: int
     monitor_start: str
     boot_id: str
+    client: socket.socket | None = None
 
 
 def boot_id() -> str:
@@ -277,14 +280,24 @@ def _reap_stale(containers: str) -> None:
 
 
 def start_detached(
-    spec: Spec, *, log_path: str, exit_path: str, exit_command: list[str], env: list[str]
+    spec: Spec,
+    *,
+    log_path: str,
+    exit_path: str,
+    exit_command: list[str],
+    env: list[str],
+    open_stdin: bool = False,
+    attach: bool = False,
 ) -> Started:
     """Start ``spec`` under a new monitor and return at once; the container outlives us.
 
     The monitor (native code, see ``rust/monitor``) copies the container's stdout and stderr
     to ``log_path``, writes its exit status to ``exit_path`` when it ends, then executes
     ``exit_command`` with ``env``, which must :func:`cleanup` what this made (the cgroup and
-    the runtime dir, which stay while the container runs). stdin is /dev/null.
+    the runtime dir, which stay while the container runs). Clients of the monitor's socket
+    :func:`attach_path` see its output and, with ``open_stdin`` (``-i``) or a terminal,
+    send its input; otherwise stdin is /dev/null. With ``attach``, a client is connected
+    before the container starts (``Started.client``), so that none of its output is missed.
 
     Raises:
         As :func:`run` does.
@@ -314,12 +327,16 @@ def start_detached(
 
             pty = made.pty = open_pty()
             stdio, tty_fd, tty_path = (null, -1, -1), pty.slave, pty.slave_path
-            out_r, err_r = pty.master, -1
+            out_r, err_r, in_w = pty.master, -1, -1
         else:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += [out_r, out_w, err_r, err_w]
-            stdio, tty_fd, tty_path = (null, out_w, err_w), -1, None
+            in_r, in_w = null, -1
+            if open_stdin:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                fds += [in_r, in_w]
+            stdio, tty_fd, tty_path = (in_r, out_w, err_w), -1, None
         caps = launch.capability_names(spec)
         plan = launch.build_plan(
             spec,
@@ -334,8 +351,14 @@ def start_detached(
             caps=caps,
             seccomp=_seccomp(spec, caps),
         )
-        argv = ["kobako-monitor", log_path, exit_path, *exit_command]
-        pid, monitor = _native.spawn_detached(plan, argv, env, out_r, err_r, null)
+        listener, client = _attach_socket(attach_path(cid), attach)
+        if listener is not None:
+            fds.append(listener.detach())
+        made.client = client
+        socket_path = attach_path(cid) if listener is not None else "-"
+        argv = ["kobako-monitor", log_path, exit_path, socket_path, *exit_command]
+        listen = fds[-1] if listener is not None else -1
+        pid, monitor = _native.spawn_detached(plan, argv, env, (out_r, err_r, in_w, listen, null))
         _write_pid(runtime_dir, pid)
         started = Started(
             pid=pid,
@@ -343,8 +366,12 @@ def start_detached(
             monitor_pid=monitor,
             monitor_start=_start_time(monitor) or "",
             boot_id=boot_id(),
+            client=made.client,
         )
+        made.client = None
     except BaseException:
+        if made.client is not None:
+            made.client.close()
         made.remove(quiet=True)
         raise
     finally:
@@ -356,6 +383,38 @@ def start_detached(
         os.close(cgroup.clone_fd)
         cgroup.clone_fd = None
     return started
+
+
+#: The longest unix socket path (sun_path, NUL included).
+_SUN_PATH_MAX = 108
+
+
+def _attach_socket(path: str, connect: bool) -> tuple[socket.socket | None, socket.socket | None]:
+    """The monitor's listening socket, and a client connected to it if asked (it waits in the
+    backlog until the monitor accepts it). None where the path is too long for a socket."""
+    import socket
+
+    if len(path.encode()) >= _SUN_PATH_MAX:
+        if connect:
+            raise InvalidArgument(f"cannot attach: the socket path {path} is too long")
+        return None, None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.bind(path)
+        listener.listen(8)
+        client = None
+        if connect:
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            client.connect(path)
+    except BaseException:
+        listener.close()
+        raise
+    return listener, client
+
+
+def attach_path(cid: str) -> str:
+    """The unix socket where a detached container's monitor serves attach clients."""
+    return os.path.join(RUN_DIR, "containers", cid, "attach")
 
 
 def cleanup(cid: str) -> None:
@@ -377,6 +436,7 @@ class _Made:
 
     def __init__(self, runtime_dir: str) -> None:
         self.runtime_dir = runtime_dir
+        self.client: socket.socket | None = None
         self.cgroup: Cgroup | None = None
         self.pty: Pty | None = None
         self.pidfd = -1

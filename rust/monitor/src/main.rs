@@ -18,8 +18,14 @@
 //! in `benches/lifecycle.py` against conmon's. Usage:
 //!
 //! ```text
-//! kobako-monitor LOG_PATH EXIT_PATH [EXIT_COMMAND ARG...]
+//! kobako-monitor LOG_PATH EXIT_PATH ATTACH_SOCKET [EXIT_COMMAND ARG...]
 //! ```
+//!
+//! With an attach socket (fd 6, bound at ATTACH_SOCKET and listening), clients (`kobako attach`, `kobako run -it`) connect to it and get
+//! the container's output as frames `STREAM(1 byte: 1 stdout, 2 stderr) LEN(4, big-endian)
+//! DATA`, and at the end `3 4 CODE(4)`. They send frames `KIND(1) LEN(2, big-endian) DATA`:
+//! 0 input for the container's stdin (fd 5, or the terminal's master fd 3), 1 a window size
+//! (rows, columns: 2 bytes each), 2 the end of the input.
 
 #![no_std]
 #![no_main]
@@ -47,9 +53,9 @@ impl Stream {
         Stream { fd, name, buf: [0; BUF], len: 0, open: false }
     }
 
-    /// Read what is there; log every whole line, and the buffer if it fills up.
-    /// Returns false at the end of the stream (or on an error).
-    fn pump(&mut self, log: Fd) -> bool {
+    /// Read what is there, pass it on to attached clients, log every whole line, and the
+    /// buffer if it fills up. Returns false at the end of the stream (or on an error).
+    fn pump(&mut self, log: Fd, attach: &mut Attach, stream: u8) -> bool {
         let n = sys::read(self.fd, &mut self.buf[self.len..]);
         if n == -sys::EINTR || n == -sys::EAGAIN {
             return true;
@@ -58,6 +64,7 @@ impl Stream {
             self.finish(log);
             return false;
         }
+        attach.broadcast(stream, &self.buf[self.len..self.len + n as usize]);
         self.len += n as usize;
         let mut start = 0;
         while let Some(i) = self.buf[start..self.len].iter().position(|&b| b == b'\n') {
@@ -81,6 +88,123 @@ impl Stream {
         }
         sys::close(self.fd);
         self.open = false;
+    }
+}
+
+const MAX_CLIENTS: usize = 4;
+/// A client frame's header and longest payload.
+const FRAME: usize = 3 + 4096;
+
+struct Client {
+    fd: Fd,
+    buf: [u8; FRAME],
+    len: usize,
+}
+
+/// The attach socket and its clients.
+struct Attach {
+    listen: Fd,
+    clients: [Client; MAX_CLIENTS],
+    /// Where client input goes (fd 5, or the terminal's master); -1: nowhere.
+    stdin: Fd,
+    /// The terminal's master, for window sizes; -1 without a terminal.
+    tty: Fd,
+}
+
+impl Attach {
+    fn broadcast(&mut self, stream: u8, data: &[u8]) {
+        let len = (data.len() as u32).to_be_bytes();
+        let head = [stream, len[0], len[1], len[2], len[3]];
+        for c in self.clients.iter_mut().filter(|c| c.fd >= 0) {
+            if !sys::write_patiently(c.fd, &[sys::IoVec::new(&head), sys::IoVec::new(data)], 100) {
+                sys::close(c.fd);
+                c.fd = -1;
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        let fd = sys::accept(self.listen);
+        if fd < 0 {
+            return;
+        }
+        match self.clients.iter_mut().find(|c| c.fd < 0) {
+            Some(c) => {
+                c.fd = fd;
+                c.len = 0;
+            }
+            None => sys::close(fd),
+        }
+    }
+
+    /// Read a client's frames and act on each whole one; drop the client at its end.
+    fn serve(&mut self, i: usize) {
+        let Attach { clients, stdin, tty, .. } = self;
+        let tty = *tty;
+        let c = &mut clients[i];
+        let n = sys::read(c.fd, &mut c.buf[c.len..]);
+        if n == -sys::EINTR || n == -sys::EAGAIN {
+            return;
+        }
+        if n <= 0 {
+            sys::close(c.fd);
+            c.fd = -1;
+            return;
+        }
+        c.len += n as usize;
+        let mut start = 0;
+        while c.len - start >= 3 {
+            let kind = c.buf[start];
+            let size = u16::from_be_bytes([c.buf[start + 1], c.buf[start + 2]]) as usize;
+            if size > FRAME - 3 {
+                sys::close(c.fd);
+                c.fd = -1;
+                return;
+            }
+            if c.len - start < 3 + size {
+                break;
+            }
+            let payload = &c.buf[start + 3..start + 3 + size];
+            match kind {
+                0 if *stdin >= 0 && !sys::write_patiently(*stdin, &[sys::IoVec::new(payload)], 1000) => {
+                    close_input(stdin, tty);
+                }
+                1 if tty >= 0 && size == 4 => {
+                    let rows = u16::from_be_bytes([payload[0], payload[1]]);
+                    let cols = u16::from_be_bytes([payload[2], payload[3]]);
+                    sys::set_winsize(tty, rows, cols);
+                }
+                2 => close_input(stdin, tty),
+                _ => {}
+            }
+            start += 3 + size;
+        }
+        c.buf.copy_within(start..c.len, 0);
+        c.len -= start;
+    }
+
+    /// Tell every client the exit code, and stop listening.
+    fn finish(&mut self, code: i32, path: *const u8) {
+        if self.listen < 0 {
+            return;
+        }
+        let c = code.to_be_bytes();
+        let frame = [3, 0, 0, 0, 4, c[0], c[1], c[2], c[3]];
+        for c in self.clients.iter_mut().filter(|c| c.fd >= 0) {
+            sys::write_patiently(c.fd, &[sys::IoVec::new(&frame)], 1000);
+            sys::close(c.fd);
+            c.fd = -1;
+        }
+        sys::close(self.listen);
+        sys::unlink(path);
+    }
+}
+
+/// The end of the input: the container's stdin pipe closes (a terminal stays).
+fn close_input(stdin: &mut Fd, tty: Fd) {
+    if *stdin >= 0 && *stdin != tty {
+        sys::close(*stdin);
+        *stdin = -1;
     }
 }
 
@@ -204,6 +328,8 @@ fn exit_code(status: i32) -> i32 {
 
 static mut OUT: Stream = Stream::new(3, b"stdout");
 static mut ERR: Stream = Stream::new(4, b"stderr");
+const NO_CLIENT: Client = Client { fd: -1, buf: [0; FRAME], len: 0 };
+static mut ATTACH: Attach = Attach { listen: -1, clients: [NO_CLIENT; MAX_CLIENTS], stdin: -1, tty: -1 };
 
 /// The program, called by `_start` with the initial stack's argc, argv and envp.
 ///
@@ -211,30 +337,54 @@ static mut ERR: Stream = Stream::new(4, b"stderr");
 /// argv and envp are the kernel's NULL-terminated arrays.
 unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! {
     sys::set_name(b"kobako-monitor\0");
-    if argc < 3 {
+    if argc < 4 {
         sys::exit(2);
     }
     let log_path = *argv.add(1);
     let exit_path = *argv.add(2);
+    let attach_path = *argv.add(3);
+    // Which of the inherited fds are there, before any fd of ours takes a free number.
+    let inherited = [sys::is_open(3), sys::is_open(4), sys::is_open(5), sys::is_open(6)];
     let chld = sys::signalfd_for_sigchld();
     let log = sys::open(log_path, sys::O_WRONLY | sys::O_APPEND | sys::O_CREAT | sys::O_CLOEXEC, 0o600);
     // SAFETY: one thread; the statics are only used here.
     let mut streams: [&mut Stream; 2] =
         [&mut *core::ptr::addr_of_mut!(OUT), &mut *core::ptr::addr_of_mut!(ERR)];
-    for s in streams.iter_mut() {
-        s.open = sys::is_open(s.fd);
+    for (s, open) in streams.iter_mut().zip(inherited) {
+        s.open = open;
+        if s.open {
+            sys::set_nonblocking(s.fd);
+        }
     }
     let [out, err] = streams;
+    let attach = &mut *core::ptr::addr_of_mut!(ATTACH);
+    // Without a stderr stream, fd 3 is a terminal's master: input and window sizes go there.
+    attach.tty = if out.open && !err.open { out.fd } else { -1 };
+    attach.stdin = if inherited[2] { 5 } else { attach.tty };
+    if attach.stdin >= 0 {
+        sys::set_nonblocking(attach.stdin);
+    }
+    // The socket comes bound and listening as fd 6, so that a client (`run -it`) could
+    // connect before the container started, and miss none of its output: it is accepted
+    // before anything is read.
+    if inherited[3] {
+        attach.listen = 6;
+        sys::set_nonblocking(6);
+        attach.accept();
+    }
     // The container may have exited before the signalfd existed (its SIGCHLD then waits,
     // blocked, for the signalfd; this is the belt to those braces).
     let mut code: Option<i32> = sys::reap_any().map(exit_code);
     let mut quiet_since: Option<i64> = None;
     while out.open || err.open || code.is_none() {
-        let mut fds = [
-            PollFd::new(if out.open { out.fd } else { -1 }),
-            PollFd::new(if err.open { err.fd } else { -1 }),
-            PollFd::new(if code.is_none() { chld } else { -1 }),
-        ];
+        let mut fds = [PollFd::new(-1); 4 + MAX_CLIENTS];
+        fds[0] = PollFd::new(if out.open { out.fd } else { -1 });
+        fds[1] = PollFd::new(if err.open { err.fd } else { -1 });
+        fds[2] = PollFd::new(if code.is_none() { chld } else { -1 });
+        fds[3] = PollFd::new(attach.listen);
+        for (p, c) in fds[4..].iter_mut().zip(attach.clients.iter()) {
+            *p = PollFd::new(c.fd);
+        }
         let timeout = if code.is_some() { DRAIN_MS } else { -1 };
         let n = sys::poll(&mut fds, timeout);
         if n == 0 {
@@ -249,8 +399,11 @@ unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! 
         if n < 0 {
             continue;
         }
-        for (s, p) in [(&mut *out, fds[0]), (&mut *err, fds[1])] {
-            if s.open && p.revents != 0 && !s.pump(log) {
+        if fds[3].revents != 0 {
+            attach.accept();
+        }
+        for (s, p, stream) in [(&mut *out, fds[0], 1), (&mut *err, fds[1], 2)] {
+            if s.open && p.revents != 0 && !s.pump(log, attach, stream) {
                 s.open = false;
             }
         }
@@ -258,6 +411,11 @@ unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! 
             sys::drain_signalfd(chld);
             while let Some(status) = sys::reap_any() {
                 code = Some(exit_code(status));
+            }
+        }
+        for i in 0..MAX_CLIENTS {
+            if fds[4 + i].revents != 0 && attach.clients[i].fd >= 0 {
+                attach.serve(i);
             }
         }
         if code.is_some() {
@@ -271,17 +429,15 @@ unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! 
     }
     sys::close(log);
     sys::close(chld);
-    write_exit(exit_path, code.unwrap_or(255));
-    if argc > 3 {
-        sys::execve(*argv.add(3), argv.add(3), envp);
+    let code = code.unwrap_or(255);
+    write_exit(exit_path, code);
+    attach.finish(code, attach_path);
+    if argc > 4 {
+        sys::execve(*argv.add(4), argv.add(4), envp);
     }
     sys::exit(0)
 }
 
-/// Entered from `_start` with the address of the initial stack (argc, argv..., 0, envp...).
-///
-/// # Safety
-/// `sp` is the process's initial stack pointer.
 #[no_mangle]
 unsafe extern "C" fn monitor_main(sp: *const usize) -> ! {
     let argc = *sp;

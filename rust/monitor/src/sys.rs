@@ -22,6 +22,10 @@ const WNOHANG: isize = 1;
 const CLOCK_REALTIME: isize = 0;
 const CLOCK_MONOTONIC: isize = 1;
 const PR_SET_NAME: isize = 15;
+const F_SETFL: isize = 4;
+const O_NONBLOCK: isize = 0o4000;
+const TIOCSWINSZ: isize = 0x5414;
+const POLLOUT: i16 = 0x4;
 
 #[cfg(target_arch = "x86_64")]
 mod nr {
@@ -40,6 +44,9 @@ mod nr {
     pub const PPOLL: isize = 271;
     pub const SIGNALFD4: isize = 289;
     pub const RENAMEAT: isize = 264;
+    pub const IOCTL: isize = 16;
+    pub const ACCEPT4: isize = 288;
+    pub const UNLINKAT: isize = 263;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -59,6 +66,9 @@ mod nr {
     pub const PPOLL: isize = 73;
     pub const SIGNALFD4: isize = 74;
     pub const RENAMEAT: isize = 38;
+    pub const IOCTL: isize = 29;
+    pub const ACCEPT4: isize = 242;
+    pub const UNLINKAT: isize = 35;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -146,6 +156,70 @@ pub unsafe fn execve(path: *const u8, argv: *const *const u8, envp: *const *cons
 
 pub fn set_name(name: &[u8]) {
     sc(nr::PRCTL, &[PR_SET_NAME, name.as_ptr() as isize]);
+}
+
+pub fn set_nonblocking(fd: Fd) {
+    sc(nr::FCNTL, &[fd as isize, F_SETFL, O_NONBLOCK]);
+}
+
+pub fn unlink(path: *const u8) {
+    sc(nr::UNLINKAT, &[AT_FDCWD, path as isize, 0]);
+}
+
+/// accept4(2), the new socket non-blocking and close-on-exec.
+pub fn accept(fd: Fd) -> Fd {
+    const SOCK_NONBLOCK: isize = 0o4000;
+    const SOCK_CLOEXEC: isize = 0o2000000;
+    sc(nr::ACCEPT4, &[fd as isize, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC]) as Fd
+}
+
+/// Set a terminal's window size.
+pub fn set_winsize(fd: Fd, rows: u16, cols: u16) {
+    let size: [u16; 4] = [rows, cols, 0, 0];
+    sc(nr::IOCTL, &[fd as isize, TIOCSWINSZ, size.as_ptr() as isize]);
+}
+
+/// Write all of `iov` to a non-blocking fd, waiting up to `patience_ms` for room each time it
+/// is full. False if it could not (the caller drops a reader that slow).
+pub fn write_patiently(fd: Fd, iov: &[IoVec], patience_ms: i64) -> bool {
+    let mut parts = [IoVec { base: core::ptr::null(), len: 0 }, IoVec { base: core::ptr::null(), len: 0 }];
+    let count = iov.len().min(parts.len());
+    for (dst, src) in parts.iter_mut().zip(iov) {
+        dst.base = src.base;
+        dst.len = src.len;
+    }
+    let mut first = 0;
+    while first < count {
+        if parts[first].len == 0 {
+            first += 1;
+            continue;
+        }
+        let n = sc(nr::WRITEV, &[fd as isize, parts[first..].as_ptr() as isize, (count - first) as isize]);
+        if n == -EINTR {
+            continue;
+        }
+        if n == -EAGAIN {
+            let mut p = [PollFd { fd, events: POLLOUT, revents: 0 }];
+            if poll(&mut p, patience_ms) <= 0 {
+                return false;
+            }
+            continue;
+        }
+        if n < 0 {
+            return false;
+        }
+        let mut left = n as usize;
+        while first < count && left >= parts[first].len {
+            left -= parts[first].len;
+            first += 1;
+        }
+        if first < count {
+            // SAFETY: left < parts[first].len, inside the same buffer.
+            parts[first].base = unsafe { parts[first].base.add(left) };
+            parts[first].len -= left;
+        }
+    }
+    true
 }
 
 #[repr(C)]

@@ -63,6 +63,10 @@ pub struct Monitor {
     pub out_fd: c_int,
     /// Becomes the monitor's fd 4: the container's stderr (-1: none, with a terminal).
     pub err_fd: c_int,
+    /// Becomes the monitor's fd 5: the write end of the container's stdin pipe (-1: none).
+    pub in_fd: c_int,
+    /// Becomes the monitor's fd 6: its attach socket, bound and listening (-1: none).
+    pub listen_fd: c_int,
     /// /dev/null, for the monitor's 0, 1 and 2.
     pub null_fd: c_int,
 }
@@ -243,7 +247,14 @@ unsafe fn become_monitor(
     // cannot clobber another.
     let high = |fd: c_int| if fd < 0 { -1 } else { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
     let (exe, out, err, null) = (high(mon.exe), high(mon.out_fd), high(mon.err_fd), high(mon.null_fd));
-    if exe < 0 || out < 0 || null < 0 || (mon.err_fd >= 0 && err < 0) {
+    let (input, listen) = (high(mon.in_fd), high(mon.listen_fd));
+    if exe < 0
+        || out < 0
+        || null < 0
+        || (mon.err_fd >= 0 && err < 0)
+        || (mon.in_fd >= 0 && input < 0)
+        || (mon.listen_fd >= 0 && listen < 0)
+    {
         fail("preparing the monitor's fds");
     }
     for (from, to) in [(null, 0), (null, 1), (null, 2), (out, 3)] {
@@ -258,8 +269,17 @@ unsafe fn become_monitor(
     } else {
         libc::close(4);
     }
-    if sys::close_range(5, u32::MAX, sys::CLOSE_RANGE_CLOEXEC) != 0 {
-        for fd in 5..4096 {
+    for (fd, to) in [(input, 5), (listen, 6)] {
+        if fd >= 0 {
+            if libc::dup2(fd, to) < 0 {
+                fail("preparing the monitor's fds");
+            }
+        } else {
+            libc::close(to);
+        }
+    }
+    if sys::close_range(7, u32::MAX, sys::CLOSE_RANGE_CLOEXEC) != 0 {
+        for fd in 7..4096 {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }

@@ -167,26 +167,29 @@ fn spawn(py: Python<'_>, plan: PyPlan) -> PyResult<(i32, i32)> {
     Ok((started.pid, std::os::fd::IntoRawFd::into_raw_fd(started.pidfd)))
 }
 
-/// Start a container under a new monitor (see `process::detach`): ``out_fd``/``err_fd`` are
-/// the read ends of its stdout/stderr (``err_fd`` -1 with a terminal, whose master is
-/// ``out_fd``), which the monitor copies to its log. Returns ``(pid, monitor pid)``.
+/// Start a container under a new monitor (see `process::detach`). ``fds`` are ``(out, err,
+/// in, listen, null)``: the read ends of its stdout and stderr (``err`` -1 with a terminal,
+/// whose master is ``out``), which the monitor copies to its log and its attach clients; the
+/// write end of its stdin pipe (-1: none); the monitor's attach socket, listening (-1: none);
+/// /dev/null. Returns ``(pid, monitor pid)``.
 #[pyfunction]
 fn spawn_detached(
     py: Python<'_>,
     plan: PyPlan,
     monitor_argv: Vec<String>,
     monitor_env: Vec<String>,
-    out_fd: i32,
-    err_fd: i32,
-    null_fd: i32,
+    fds: (i32, i32, i32, i32, i32),
 ) -> PyResult<(i32, i32)> {
     let plan = Plan::try_from(plan)?;
+    let (out_fd, err_fd, in_fd, listen_fd, null_fd) = fds;
     let monitor = process::detach::Monitor {
         exe: process::detach::monitor_exe()?,
         argv: cstrings(&monitor_argv)?,
         env: cstrings(&monitor_env)?,
         out_fd,
         err_fd,
+        in_fd,
+        listen_fd,
         null_fd,
     };
     Ok(py.detach(|| process::detach::spawn_detached(&plan, &monitor))?)
