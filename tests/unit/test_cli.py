@@ -60,7 +60,7 @@ def test_entrypoint_prepends() -> None:
         (["--network", "bridge", "--rootfs", "/r", "true"], "network bridge not found"),
         (["--security-opt", "apparmor=x", "--rootfs", "/r", "true"], "invalid --security-opt"),
         (["--rootfs", "/r"], "no command specified"),
-        (["-d", "--rootfs", "/r", "true"], "not supported yet"),
+        (["-d", "--rootfs", "/r", "true"], "a detached container needs an image"),
     ],
 )
 def test_bad_flags(argv: list[str], message: str) -> None:

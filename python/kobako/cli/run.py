@@ -194,6 +194,8 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.image = image
     p.rootfs = o.get_bool("rootfs")
     p.detach = verb == "run" and o.get_bool("detach")
+    if p.detach and p.rootfs:
+        fail("a detached container needs an image (--rootfs runs in the foreground)")
     p.volumes_from = o.get_strings("volumes-from")
     p.detach_keys = o.get_string("detach-keys")
     if o.changed("restart"):
@@ -273,8 +275,7 @@ def main(argv: list[str], verb: str = "run") -> int:
     if p.rootfs:
         if verb == "create":
             fail("kobako create needs an image (--rootfs is for run)")
-        if p.detach:
-            fail("a detached container needs an image (--rootfs runs in the foreground)")
+
         from kobako.runtime import run
 
         return _report(_with_stdin(p.interactive, lambda stdin: run(spec, **stdin)))
