@@ -22,6 +22,9 @@ Unless privileged, the container also gets Docker's default device allowlist (mo
 ``oci/defaults.go`` plus runc's defaults): through the devices controller on v1, and on v2 as
 a BPF device program that the native core attaches to the cgroup, as runc and crun do.
 
+Pausing a container freezes its cgroup (:meth:`Cgroup.freeze`): ``freezer.state`` in v1's
+freezer hierarchy, ``cgroup.freeze`` on v2.
+
 Everything is plain file I/O on cgroupfs; the mount table is read once per process.
 """
 
@@ -56,6 +59,9 @@ MIN_MEMORY = 6 << 20
 
 #: How long :meth:`Cgroup.destroy` waits for killed processes to leave, in seconds.
 DESTROY_TIMEOUT = 5.0
+
+#: How long :meth:`Cgroup.freeze` waits for every process to be frozen, in seconds.
+FREEZE_TIMEOUT = 10.0
 
 # Every controller cgroup v1 has (v1 is frozen; a hierarchy's other mount options are not
 # controllers: rw, xattr, noprefix, clone_children, release_agent=...).
@@ -144,6 +150,9 @@ class CgroupStats(Record):
         cpu_usage_ns: CPU time used, in nanoseconds.
         pids_current: Number of tasks (threads included).
         pids_limit: The task limit, ``None`` if unlimited.
+        cpu_user_ns: CPU time used in user mode, in nanoseconds (v1: in clock ticks' steps).
+        cpu_system_ns: CPU time used in kernel mode, in nanoseconds.
+        io_bytes: Bytes read and written, per block device: ``(major, minor, read, write)``.
     """
 
     memory_usage: int
@@ -152,6 +161,9 @@ class CgroupStats(Record):
     cpu_usage_ns: int
     pids_current: int
     pids_limit: int | None
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    io_bytes: tuple[tuple[int, int, int, int], ...] = ()
 
 
 class _Hierarchy:
@@ -302,6 +314,36 @@ def _keyed(text: str | None) -> dict[str, int]:
         if value.strip().lstrip("-").isdigit():
             out[key] = int(value)
     return out
+
+
+def _io_v1(text: str | None) -> tuple[tuple[int, int, int, int], ...]:
+    """Bytes read and written per device, from v1's ``8:0 Read 4096`` lines."""
+    devices: dict[tuple[int, int], list[int]] = {}
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) != 3 or ":" not in fields[0] or not fields[2].isdigit():
+            continue
+        major, _, minor = fields[0].partition(":")
+        counts = devices.setdefault((int(major), int(minor)), [0, 0])
+        if fields[1] == "Read":
+            counts[0] += int(fields[2])
+        elif fields[1] == "Write":
+            counts[1] += int(fields[2])
+    return tuple((major, minor, r, w) for (major, minor), (r, w) in devices.items())
+
+
+def _io_v2(text: str | None) -> tuple[tuple[int, int, int, int], ...]:
+    """Bytes read and written per device, from v2's ``8:0 rbytes=4096 wbytes=0 ...`` lines."""
+    out: list[tuple[int, int, int, int]] = []
+    for line in (text or "").splitlines():
+        device, *pairs = line.split()
+        major, _, minor = device.partition(":")
+        if not (major.isdigit() and minor.isdigit()):
+            continue
+        counts = {k: v for k, _, v in (pair.partition("=") for pair in pairs)}
+        read, write = counts.get("rbytes", "0"), counts.get("wbytes", "0")
+        out.append((int(major), int(minor), int(read), int(write)))
+    return tuple(out)
 
 
 def _set(path: str, value: str) -> None:
@@ -718,7 +760,9 @@ class Cgroup:
 
         Uses ``cgroup.kill`` where the kernel has it (v2, Linux 5.14+); otherwise signals the
         pids in ``cgroup.procs`` until a pass finds none it has not signalled (a process with
-        SIGKILL pending cannot fork, so that ends). Does not wait for them to exit.
+        SIGKILL pending cannot fork, so that ends), then thaws a v1 cgroup that was paused,
+        since a process frozen there dies only once thawed (v2 kills frozen processes). Does
+        not wait for them to exit.
 
         Raises:
             CgroupError: ``cgroup.kill`` exists but could not be written.
@@ -740,6 +784,11 @@ class Cgroup:
                 found |= _pids(path)
             new = found - signalled
             if not new:
+                if signalled and self.version == 1 and "freezer" in self._dirs:
+                    try:  # noqa: SIM105 (contextlib is slow to import)
+                        _write(f"{self._dirs['freezer']}/freezer.state", "THAWED")
+                    except OSError:
+                        pass
                 return
             for pid in new:
                 try:  # noqa: SIM105 (contextlib is slow to import)
@@ -810,6 +859,11 @@ class Cgroup:
         """
         if self.version == 1:
             limit = _int_or_none(self._file("memory", "memory.limit_in_bytes"))
+            ticks = _keyed(self._file("cpuacct", "cpuacct.stat"))
+            tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+            io = self._file("blkio", "blkio.throttle.io_service_bytes_recursive")
+            if io is None:
+                io = self._file("blkio", "blkio.throttle.io_service_bytes")
             return CgroupStats(
                 memory_usage=_int_or_none(self._file("memory", "memory.usage_in_bytes")) or 0,
                 memory_peak=_int_or_none(self._file("memory", "memory.max_usage_in_bytes")),
@@ -817,6 +871,9 @@ class Cgroup:
                 cpu_usage_ns=_int_or_none(self._file("cpuacct", "cpuacct.usage")) or 0,
                 pids_current=_int_or_none(self._file("pids", "pids.current")) or 0,
                 pids_limit=_int_or_none(self._file("pids", "pids.max")),
+                cpu_user_ns=ticks.get("user", 0) * tick_ns,
+                cpu_system_ns=ticks.get("system", 0) * tick_ns,
+                io_bytes=_io_v1(io),
             )
         cpu = _keyed(self._file("cpu", "cpu.stat"))
         return CgroupStats(
@@ -826,7 +883,89 @@ class Cgroup:
             cpu_usage_ns=cpu.get("usage_usec", 0) * 1000,
             pids_current=_int_or_none(self._file("pids", "pids.current")) or 0,
             pids_limit=_int_or_none(self._file("pids", "pids.max")),
+            cpu_user_ns=cpu.get("user_usec", 0) * 1000,
+            cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+            io_bytes=_io_v2(self._file("io", "io.stat")),
         )
+
+    def memory_stat(self) -> dict[str, int]:
+        """The kernel's ``memory.stat`` for the cgroup, by its own names (v1's and v2's differ:
+        v1 has ``cache``, ``rss`` and their ``total_*`` sums, v2 ``anon``, ``file``...).
+
+        Raises:
+            CgroupError: The file could not be read (other than one that does not exist).
+        """
+        return _keyed(self._file("memory", "memory.stat"))
+
+    def pids(self) -> list[int]:
+        """The processes in the cgroup (and in cgroups nested in it), in ascending order.
+
+        Raises:
+            CgroupError: A ``cgroup.procs`` file could not be read.
+        """
+        found: set[int] = set()
+        for path in self.paths:
+            found |= _pids(path)
+        return sorted(found)
+
+    # --- freezing ---
+
+    def freeze(self, timeout: float = FREEZE_TIMEOUT) -> None:
+        """Freeze every process in the cgroup (``docker pause``); returns once all are frozen.
+
+        v1: ``FROZEN`` into the freezer hierarchy's ``freezer.state``, written again while it
+        reads ``FREEZING`` (a process forking at that moment can hold it there, which is why
+        runc retries too). v2: ``1`` into ``cgroup.freeze``, then wait for ``frozen 1`` in
+        ``cgroup.events``. A cgroup that is not frozen within ``timeout`` seconds is thawed
+        again.
+
+        Raises:
+            CgroupError: The kernel has no freezer for it, a file could not be written, or it
+                did not freeze within ``timeout``.
+        """
+        control, frozen = self._freezer()
+        _set(control, "FROZEN" if self.version == 1 else "1")
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            if frozen():
+                return
+            if time.monotonic() > deadline:
+                try:  # noqa: SIM105 (contextlib is slow to import)
+                    _write(control, "THAWED" if self.version == 1 else "0")
+                except OSError:
+                    pass
+                raise CgroupError(f"cannot freeze cgroup {os.path.dirname(control)}: timed out")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+            if self.version == 1:
+                _set(control, "FROZEN")
+
+    def thaw(self) -> None:
+        """Let the processes of a frozen cgroup run again (``docker unpause``); harmless if the
+        cgroup is not frozen.
+
+        Raises:
+            CgroupError: The kernel has no freezer for it, or the file could not be written.
+        """
+        control, _ = self._freezer()
+        _set(control, "THAWED" if self.version == 1 else "0")
+
+    def _freezer(self) -> tuple[str, Callable[[], bool]]:
+        """The file that freezes the cgroup, and a test of whether it is frozen."""
+        if self.version == 1:
+            path = self._dirs.get("freezer")
+            if path is None:
+                raise CgroupError(f"cgroup {self.id}: no freezer cgroup hierarchy is mounted")
+            state = f"{path}/freezer.state"
+            return state, lambda: (_read_optional(state) or "").strip() == "FROZEN"
+        if not self.paths:
+            raise CgroupError(f"cgroup {self.id} has been removed")
+        control = f"{self.paths[0]}/cgroup.freeze"
+        if not os.path.exists(control):
+            raise CgroupError(f"cannot freeze {self.paths[0]}: no cgroup.freeze (Linux 5.2+)")
+        events = f"{self.paths[0]}/cgroup.events"
+        return control, lambda: _keyed(_read_optional(events)).get("frozen") == 1
 
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer killed a process of this cgroup.

@@ -113,12 +113,18 @@ def _exit_command(store: Store, cid: str) -> tuple[list[str], list[str]]:
 
 
 def start_detached(
-    store: Store, doc: dict[str, Any], spec: Spec, *, reset_count: bool = True
+    store: Store,
+    doc: dict[str, Any],
+    spec: Spec,
+    *,
+    reset_count: bool = True,
+    attach: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Start a created or stopped container under its monitor; returns the saved record.
 
     ``reset_count``: a start by the user sets ``RestartCount`` back to 0, as Docker's does;
-    a restart by the policy counts one more.
+    a restart by the policy counts one more. With ``attach`` (a list), a socket connected to
+    the monitor before the container started is appended to it (see :mod:`kobako.runtime.attach`).
 
     Raises:
         Conflict: It is already running.
@@ -142,7 +148,13 @@ def start_detached(
             os.unlink(exit_path)
         try:
             started = lifecycle.start_detached(
-                spec, log_path=log_path, exit_path=exit_path, exit_command=command, env=env
+                spec,
+                log_path=log_path,
+                exit_path=exit_path,
+                exit_command=command,
+                env=env,
+                open_stdin=bool(current["Config"].get("OpenStdin")),
+                attach=attach is not None,
             )
         except BaseException as e:
             state.update(
@@ -180,6 +192,8 @@ def start_detached(
             state["BackoffMs"] = 0
         current["LogPath"] = log_path
         containers.save(current)
+    if attach is not None and started.client is not None:
+        attach.append(started.client)
     return current
 
 
@@ -295,7 +309,8 @@ def _wait_fd(fd: int, timeout: float | None) -> bool:
 
 
 def kill(store: Store, doc: dict[str, Any], sig: int | str = 9) -> None:
-    """Send a signal to the container's main process (``docker kill``).
+    """Send a signal to the container's main process (``docker kill``); a paused container is
+    thawed first, and recorded as running again.
 
     Raises:
         Conflict: It is not running.
@@ -303,12 +318,15 @@ def kill(store: Store, doc: dict[str, Any], sig: int | str = 9) -> None:
     """
     import signal
 
+    from kobako.runtime import observe
+
     number = parse_signal(sig)
     state = doc["State"]
     fd = _pidfd(state.get("Pid") or 0, state.get("PidStart"))
     if fd is None:
         raise Conflict(f"container {doc['Id'][:12]} is not running")
     try:
+        observe.thaw(store, doc["Id"])  # a paused container takes the signal once thawed
         signal.pidfd_send_signal(fd, number)
     finally:
         os.close(fd)
@@ -327,14 +345,18 @@ def stop(
     store: Store, doc: dict[str, Any], timeout: float | None = None, sig: str | None = None
 ) -> None:
     """Stop a container (``docker stop``): its stop signal, then SIGKILL after ``timeout``
-    seconds (default 10); returns once its exit is recorded. A stopped one is left as it is.
+    seconds (default 10); returns once its exit is recorded. A stopped one is left as it is;
+    a paused one is thawed first.
 
     Its restart policy does not bring it back (until it is started again). A restart the
     policy had already begun when the stop came is stopped in turn.
     """
+    from kobako.runtime import observe
+
     cid = doc["Id"]
     for _ in range(3):
         doc = _mark_stopping(store, cid)
+        observe.thaw(store, cid)  # a paused container is thawed to take its stop signal
         _stop_once(doc, timeout, sig)
         _settle_now(store, cid)
         if not is_running(ContainerStore(store).get(cid)):
