@@ -10,6 +10,7 @@ __all__ = [
     "pack_layer",
     "read_in_root",
     "spawn",
+    "spawn_detached",
 ]
 
 def spawn(plan: dict[str, Any]) -> tuple[int, int]:

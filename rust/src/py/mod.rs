@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -245,6 +245,39 @@ fn read_in_root<'py>(
     }
 }
 
+/// Open ``path`` resolved inside the directory ``root_fd`` as if it were ``/``: no ``..`` or
+/// symlink in it leads out, and no /proc magic link is followed (openat2 with RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS). Returns the new fd, close-on-exec.
+#[pyfunction]
+#[pyo3(signature = (root_fd, path, flags, mode=0))]
+fn open_in_root(py: Python<'_>, root_fd: i32, path: PathBuf, flags: i32, mode: u32) -> PyResult<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = path.to_string_lossy().into_owned();
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| InvalidArgument::new_err(format!("{shown:?} contains a NUL byte")))?;
+    let opened = py.detach(|| {
+        // openat2 fails with EAGAIN when a rename races with resolving `..`: try again.
+        let mut errno = libc::EAGAIN;
+        for _ in 0..64 {
+            // SAFETY: c_path is NUL-terminated; the kernel checks root_fd.
+            let fd = unsafe { crate::sys::open_in_root_mode(root_fd, c_path.as_ptr(), flags, mode) };
+            if fd >= 0 {
+                return Ok(fd);
+            }
+            errno = crate::sys::errno();
+            if errno != libc::EAGAIN {
+                break;
+            }
+        }
+        Err(errno)
+    });
+    opened.map_err(|errno| {
+        let message = std::io::Error::from_raw_os_error(errno).to_string();
+        let message = message.split(" (os error").next().unwrap_or(&message).to_string();
+        PyOSError::new_err((errno, message, shown))
+    })
+}
+
 /// Attach a cgroup v2 device allowlist to the cgroup directory ``cgroup_fd``.
 ///
 /// ``rules`` are ``(type, major, minor, access)``: type ``"a"``, ``"b"`` or ``"c"``; -1 for any
@@ -359,6 +392,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spawn_detached, m)?)?;
     m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
     m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
+    m.add_function(wrap_pyfunction!(open_in_root, m)?)?;
     m.add_function(wrap_pyfunction!(extract_layer, m)?)?;
     m.add_function(wrap_pyfunction!(pack_layer, m)?)?;
     Ok(())

@@ -66,9 +66,17 @@ pub unsafe fn clone_legacy(flags: u64, pidfd: *mut c_int) -> c_long {
 /// # Safety
 /// `path` must point to a NUL-terminated string.
 pub unsafe fn open_in_root(root: c_int, path: *const c_char, flags: c_int) -> c_int {
+    open_in_root_mode(root, path, flags, 0)
+}
+
+/// [`open_in_root`] with the `mode` a file created by `O_CREAT` or `O_TMPFILE` gets.
+///
+/// # Safety
+/// `path` must point to a NUL-terminated string.
+pub unsafe fn open_in_root_mode(root: c_int, path: *const c_char, flags: c_int, mode: u32) -> c_int {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
+        mode: mode as u64,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
     libc::syscall(libc::SYS_openat2, root, path, &how as *const OpenHow, std::mem::size_of::<OpenHow>())
