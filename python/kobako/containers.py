@@ -8,19 +8,28 @@ stderr, as docker-py does. Arguments keep docker-py's names.
 from __future__ import annotations
 
 import os
+from typing import Any, NamedTuple
 
 from kobako.errors import ContainerError, InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
-    from typing import Any
+    from datetime import datetime
+    from typing import IO, Any
 
     from kobako.client import Client
     from kobako.images import Image
     from kobako.runtime.spec import Mount, Spec
 
-__all__ = ["Container", "ContainerCollection"]
+__all__ = ["Container", "ContainerCollection", "ExecResult"]
+
+
+class ExecResult(NamedTuple):
+    """What :meth:`Container.exec_run` returns (docker-py's ``ExecResult``)."""
+
+    exit_code: int | None
+    output: Any
 
 
 class Container:
@@ -148,6 +157,91 @@ class Container:
         self.stop(timeout)
         self.start()
 
+    @property
+    def ports(self) -> dict[str, list[dict[str, str]] | None]:
+        """Its published ports, docker's ``NetworkSettings.Ports`` (as of the last
+        :meth:`reload`): ``{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}``."""
+        from kobako.runtime.observe import ports
+
+        return ports(self.attrs)
+
+    def pause(self) -> None:
+        """Freeze all its processes (``docker pause``).
+
+        Raises:
+            Conflict: It is not running, or is paused already.
+            CgroupError: Its cgroup could not be frozen.
+        """
+        from kobako.runtime.observe import pause
+
+        self.attrs = pause(self.client.store, self.attrs)
+
+    def unpause(self) -> None:
+        """Let its processes run again (``docker unpause``).
+
+        Raises:
+            Conflict: It is not paused.
+        """
+        from kobako.runtime.observe import unpause
+
+        self.attrs = unpause(self.client.store, self.attrs)
+
+    def top(self, ps_args: str | None = None) -> dict[str, list[Any]]:
+        """Its processes as the host's ``ps`` lists them (``docker top``).
+
+        Args:
+            ps_args: Options for ``ps`` (default ``-ef``).
+
+        Returns:
+            ``{"Titles": ["UID", "PID", ...], "Processes": [["root", "4242", ...], ...]}``.
+
+        Raises:
+            Conflict: It is not running.
+        """
+        from kobako.runtime.observe import top
+
+        self.reload()
+        return top(self.attrs, ps_args)
+
+    def stats(
+        self, *, decode: bool | None = None, stream: bool = True, one_shot: bool | None = None
+    ) -> dict[str, Any] | Iterator[dict[str, Any]] | Iterator[bytes]:
+        """Its resource usage, in the shape of docker's stats API (``docker stats``).
+
+        Args:
+            decode: With ``stream``: yield dicts rather than JSON (bytes).
+            stream: Yield the usage every second, until it is removed. Otherwise return
+                one dict, whose ``precpu_stats`` were read a second before its
+                ``cpu_stats`` (for a CPU percentage), as dockerd answers.
+            one_shot: Without ``stream``: return at once, ``precpu_stats`` empty.
+
+        Returns:
+            ``{"read", "cpu_stats", "precpu_stats", "memory_stats", "pids_stats",
+            "blkio_stats", "name", "id", ...}``, or an iterator of them.
+
+        Raises:
+            InvalidArgument: ``one_shot`` with ``stream``, or ``decode`` without it.
+
+        Example:
+            >>> container.stats(stream=False)["memory_stats"]["limit"]
+            67108864
+        """
+        from kobako.runtime import observe
+
+        if stream and one_shot:
+            raise InvalidArgument("one_shot is only available in conjunction with stream=False")
+        if not stream and decode:
+            raise InvalidArgument("decode is only available in conjunction with stream=True")
+        self.reload()
+        if not stream:
+            return observe.stats(self.attrs, one_shot=bool(one_shot))
+        samples = observe.stream(self.client.store, self.id)
+        if decode:
+            return samples
+        import json
+
+        return (json.dumps(s).encode() for s in samples)
+
     def remove(self, v: bool = False, force: bool = False) -> None:
         """Remove it (``docker rm``); ``v`` removes its anonymous volumes too, ``force`` kills it
         first if it runs.
@@ -164,6 +258,69 @@ class Container:
             stop(self.client.store, doc, 0, "SIGKILL")
             doc = containers.get(self.id)
         containers.remove(doc, volumes=v)
+
+    def exec_run(
+        self,
+        cmd: str | Sequence[str],
+        stdout: bool = True,
+        stderr: bool = True,
+        stdin: bool = False,
+        tty: bool = False,
+        privileged: bool = False,
+        user: str = "",
+        detach: bool = False,
+        environment: Mapping[str, str] | Sequence[str] | None = None,
+        workdir: str | None = None,
+        demux: bool = False,
+    ) -> ExecResult:
+        """Run a command in it (``docker exec``), as docker-py's ``exec_run``.
+
+        Returns:
+            ``ExecResult(exit_code, output)``: the output as bytes (stdout and stderr
+            interleaved), a ``(stdout, stderr)`` pair with ``demux``; ``(None, None)`` parts
+            with ``detach``.
+
+        Raises:
+            Conflict: It is not running.
+            CommandNotFound, CommandNotExecutable: The command cannot be run.
+        """
+        from kobako.runtime.execute import exec_in
+
+        if stdin or tty:
+            raise InvalidArgument(
+                "exec_run: stdin and tty need a client on a socket; use the CLI's exec -it"
+            )
+        self.reload()
+        argv = list(_command(cmd))
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        out = os.memfd_create("kobako-exec-out", os.MFD_CLOEXEC)
+        err = os.memfd_create("kobako-exec-err", os.MFD_CLOEXEC) if demux else out
+        try:
+            code = exec_in(
+                self.client.store,
+                self.attrs,
+                argv,
+                env=_env(environment),
+                workdir=workdir,
+                user=user or None,
+                tty=False,
+                detach=detach,
+                privileged=privileged,
+                stdin=null,
+                stdout=out if stdout and not detach else null,
+                stderr=err if stderr and not detach else null,
+            )
+            if detach:
+                return ExecResult(None, None)
+            if demux:
+                return ExecResult(
+                    code,
+                    (_read_all(out) if stdout else None, _read_all(err) if stderr else None),
+                )
+            return ExecResult(code, _read_all(out))
+        finally:
+            for fd in {null, out, err}:
+                os.close(fd)
 
     def diff(self) -> list[dict[str, Any]]:
         """Its changes to its image: ``[{"Path": "/x", "Kind": 0|1|2}]`` (C, A, D)."""
@@ -194,6 +351,54 @@ class Container:
         )
         return self.client.images.get(record.id)
 
+    def get_archive(
+        self, path: str, chunk_size: int = 2 * 1024 * 1024
+    ) -> tuple[Iterator[bytes], dict[str, Any]]:
+        """A file or directory of it as a tar (``docker cp CONTAINER:PATH -``).
+
+        Returns:
+            The tar in chunks, and docker's stat of the path (``name``, ``size``, ``mode``,
+            ``mtime``, ``linkTarget``).
+
+        Raises:
+            NotFound: The path is not in the container.
+        """
+        import tempfile
+
+        from kobako.runtime.copy import get_archive
+
+        f = tempfile.TemporaryFile()  # noqa: SIM115 (the chunks' generator closes it)
+        try:
+            stat = get_archive(self.client.store, self.attrs, path, f)
+        except BaseException:
+            f.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                f.seek(0)
+                while chunk := f.read(chunk_size):
+                    yield chunk
+
+        return chunks(), stat
+
+    def put_archive(self, path: str, data: bytes | IO[bytes]) -> bool:
+        """Extract a tar (bytes or a binary file) into its directory ``path`` (``docker cp -
+        CONTAINER:PATH``); entries keep the owners the tar gives them. Returns True.
+
+        Raises:
+            NotFound: The directory is not in the container.
+            Conflict: ``path`` is not a directory, or an entry clashes with what is there.
+            InvalidArgument: A malformed tar, or an entry that would land outside ``path``.
+        """
+        import io
+
+        from kobako.runtime.copy import put_archive
+
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
+        put_archive(self.client.store, self.attrs, path, stream)
+        return True
+
     def export(self) -> Iterator[bytes]:
         """Its root filesystem as a tar, in chunks (``docker export``)."""
         import tempfile
@@ -205,6 +410,66 @@ class Container:
             f.seek(0)
             while chunk := f.read(1 << 20):
                 yield chunk
+
+    def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: bool = False,
+        timestamps: bool = False,
+        tail: str | int = "all",
+        since: datetime | float | None = None,
+        follow: bool | None = None,
+        until: datetime | float | None = None,
+    ) -> bytes | Iterator[bytes]:
+        """Its output (``docker logs``): all of it as bytes, or with ``stream`` a generator of
+        chunks (a line each), as docker-py returns them.
+
+        Args:
+            stdout: Include what it wrote to stdout.
+            stderr: Include what it wrote to stderr.
+            stream: Return a generator instead of the bytes.
+            timestamps: Put the time each line was logged before it (RFC 3339, ns, UTC).
+            tail: ``"all"``, or the number of lines to show from the end.
+            since: Only lines logged at or after this time: a datetime (naive: local time)
+                or Unix seconds (not positive: no limit).
+            follow: Go on until it stops; default: ``stream``.
+            until: Only lines logged at or before this time, as ``since``.
+
+        Raises:
+            ContainerNotFound: It has been removed.
+            InvalidArgument: ``since`` or ``until`` is neither a datetime nor a number.
+        """
+        from kobako.runtime.containers import ContainerStore
+        from kobako.runtime.logs import parse_tail, read
+
+        lines = read(
+            self.client.store,
+            ContainerStore(self.client.store).get(self.id),
+            stdout=stdout,
+            stderr=stderr,
+            since=_unix_ns(since, "since"),
+            until=_unix_ns(until, "until"),
+            tail=parse_tail(tail),
+            follow=stream if follow is None else follow,
+        )
+        chunks = (line.render(timestamps) for line in lines)
+        return chunks if stream else b"".join(chunks)
+
+
+def _unix_ns(value: datetime | float | None, name: str) -> int | None:
+    """docker-py's ``since``/``until`` as Unix nanoseconds; None for no limit."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return (value.astimezone(dt.UTC) - epoch) // dt.timedelta(microseconds=1) * 1000
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return round(value * 1_000_000_000) if value and value > 0 else None
+    raise InvalidArgument(
+        f"{name} value should be datetime or positive int/float, not {type(value).__name__}"
+    )
 
 
 def _volumes(volumes: Mapping[str, Any] | Sequence[str] | None) -> list[Mount]:

@@ -488,6 +488,13 @@ def _expect(fd: int, text: bytes, timeout: float = 20) -> bytes:
 
 
 def test_run_it_pty_resize_ctrl_c_detach_and_attach(root: str, busybox_image: ImageRecord) -> None:
+    try:
+        _pty_session(root)
+    finally:
+        cli("rm", "-f", "tty")
+
+
+def _pty_session(root: str) -> None:
     import fcntl
     import struct
     import termios
@@ -531,7 +538,6 @@ def test_run_it_pty_resize_ctrl_c_detach_and_attach(root: str, busybox_image: Im
         assert os.waitstatus_to_exitcode(status) == 3
     finally:
         os.close(fd)
-        cli("rm", "-f", "tty")
 
 
 def test_run_t_keeps_every_line_and_the_exit_code(root: str, busybox_image: ImageRecord) -> None:
@@ -560,3 +566,17 @@ def test_detached_i_takes_input_through_attach(root: str, busybox_image: ImageRe
         assert r.stdout == "got hello\n" and r.returncode == 0, r.stderr
     finally:
         cli("rm", "-f", "cat")
+
+
+def test_api_exec_run(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    r = c.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.exit_code, r.output) == (3, b"out\nerr\n")
+    code, (out, err) = c.exec_run("sh -c 'echo o; echo e >&2'", demux=True, user="1000")
+    assert (code, out, err) == (0, b"o\n", b"e\n")
+    assert c.exec_run("id -u", user="1000").output == b"1000\n"
+    assert c.exec_run("pwd", workdir="/tmp").output == b"/tmp\n"
+    assert c.exec_run(["sh", "-c", "echo $A"], environment={"A": "b"}).output == b"b\n"
+    c.stop(timeout=0)
+    with pytest.raises(Conflict):
+        c.exec_run("true")

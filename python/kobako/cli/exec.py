@@ -47,7 +47,6 @@ def main(argv: list[str], verb: str = "exec") -> int:
     """``exec``: the command's exit status, as docker returns it; ``attach``: the container's."""
     if verb == "attach":
         return _attach(argv)
-    from kobako.cli.run import _env
     from kobako.image.store import Store
     from kobako.runtime.containers import ContainerStore
     from kobako.runtime.execute import exec_in
@@ -85,6 +84,14 @@ def main(argv: list[str], verb: str = "exec") -> int:
         if null >= 0:
             os.close(null)
         sys.stdout.flush()
+
+
+def _env(opts: list[str], files: list[str]) -> tuple[str, ...]:
+    if not opts and not files:
+        return ()
+    from kobako.cli.run import _env as parse_env  # run's parser, imported only when needed
+
+    return parse_env(opts, files)
 
 
 def _attach(argv: list[str]) -> int:

@@ -197,7 +197,7 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     if p.detach and p.rootfs:
         fail("a detached container needs an image (--rootfs runs in the foreground)")
     p.volumes_from = o.get_strings("volumes-from")
-    p.detach_keys = o.get_string("detach-keys")
+    p.detach_keys = o.get_string("detach-keys") if verb == "run" else ""
     if o.changed("restart"):
         from kobako.runtime.monitor import restart_policy
 

@@ -228,7 +228,12 @@ def exited(store: Store, cid: str) -> None:
             oom = cgroup.oom_killed()
     except CgroupError:
         pass
-    with containers.lock(cid):
+    try:
+        lock = containers.lock(cid)
+    except ContainerNotFound:  # removed while it ran (or its whole store was)
+        lifecycle.cleanup(cid)
+        return
+    with lock:
         try:
             doc = containers.load(cid)
         except ContainerNotFound:
