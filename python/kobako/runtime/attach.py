@@ -63,6 +63,13 @@ def _frame(kind: int, data: bytes = b"") -> bytes:
     return struct.pack(">BH", kind, len(data)) + data
 
 
+def _send(sock: socket.socket, frame: bytes) -> None:
+    """Send a frame; a monitor that has gone (the container exited) is not an error here: its
+    last frames are still to be read. (MSG_NOSIGNAL: the CLI does not ignore SIGPIPE.)"""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(frame, socket.MSG_NOSIGNAL)
+
+
 def _winsize(fd: int) -> tuple[int, int] | None:
     import fcntl
     import termios
@@ -135,7 +142,7 @@ def attach(
             def resize(signum: int = 0, frame: object = None) -> None:
                 size = _winsize(in_fd)
                 if size:
-                    sock.sendall(_frame(_RESIZE, struct.pack(">HH", *size)))
+                    _send(sock, _frame(_RESIZE, struct.pack(">HH", *size)))
 
             resize()
             saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
@@ -182,15 +189,15 @@ def _pump(
             data = os.read(in_fd, _CHUNK)
             if not data:
                 reading = False
-                sock.sendall(_frame(_CLOSE))
+                _send(sock, _frame(_CLOSE))
             else:
                 if tty:
                     for i, b in enumerate(data):
                         matched = matched + 1 if b == keys[matched] else int(b == keys[0])
                         if matched == len(keys):
-                            sock.sendall(_frame(_STDIN, data[: i + 1 - len(keys)]))
+                            _send(sock, _frame(_STDIN, data[: i + 1 - len(keys)]))
                             return DETACHED
-                sock.sendall(_frame(_STDIN, data))
+                _send(sock, _frame(_STDIN, data))
         if sock in ready:
             chunk = sock.recv(65536)
             if not chunk:
