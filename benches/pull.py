@@ -143,8 +143,11 @@ def version(argv: Sequence[str]) -> str:
 # --- set-up: packages, host state ---------------------------------------------------------
 
 
-def install_missing() -> None:
+def install_missing(packages: Mapping[str, str] = PACKAGES) -> None:
     """Install the missing peers from Debian, with no service allowed to start.
+
+    ``packages`` maps a program to the Debian package that provides it; busybox-static and
+    docker.io (for ``/usr/bin/docker``) are always checked.
 
     docker.io, containerd and docker-registry ship services; a ``policy-rc.d`` that answers
     101 keeps ``invoke-rc.d``/``deb-systemd-invoke`` from starting them (one is written for
@@ -152,7 +155,7 @@ def install_missing() -> None:
     after the install so that none starts at the next boot with its bridge and iptables
     rules. A daemon of theirs that started all the same is stopped by its pid.
     """
-    missing = sorted({pkg for prog, pkg in PACKAGES.items() if shutil.which(prog) is None})
+    missing = sorted({pkg for prog, pkg in packages.items() if shutil.which(prog) is None})
     status = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Status}", "busybox-static"], capture_output=True, text=True
     ).stdout
