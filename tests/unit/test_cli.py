@@ -93,6 +93,7 @@ TABLE = Command(
         Flag("count", "c", INT, "A number"),
         Flag("network", "", STRING, "Network", default="none", aliases=("net",)),
     ),
+    interspersed=False,
 )
 
 
@@ -340,3 +341,13 @@ def test_quote_is_one_line_and_reads_back(text: str, mark: str) -> None:
     quoted = quote(text, mark)
     assert quoted.isprintable() and quoted[0] == quoted[-1] == mark
     assert ast.literal_eval(quoted) == text
+
+
+def test_flags_may_follow_arguments_except_where_a_command_follows() -> None:
+    from kobako.cli.images import SAVE
+    from kobako.cli.run import COMMAND
+
+    o = SAVE.parse(["busybox", "-o", "x.tar"])
+    assert (o.args, o.get_string("output")) == (["busybox"], "x.tar")
+    r = COMMAND.parse(["--rm", "img", "ls", "-l"])
+    assert r.args == ["img", "ls", "-l"] and r.get_bool("rm")

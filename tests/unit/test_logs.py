@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kobako.cli.logs import _parse
+from kobako.cli.logs import LOGS
 from kobako.errors import InvalidArgument
 from kobako.runtime import logs
 from kobako.runtime.logs import Entry, parse_tail, parse_time, read_file
@@ -311,8 +311,8 @@ def test_tail_values_as_docker_reads_them(text: str | int, lines: int | None) ->
 def test_flags_may_follow_the_container(
     argv: list[str], args: list[str], follow: bool, tail: str
 ) -> None:
-    o, got = _parse(argv)
-    assert (got, o.get_bool("follow"), o.get_string("tail")) == (args, follow, tail)
+    o = LOGS.parse(argv)
+    assert (o.args, o.get_bool("follow"), o.get_string("tail")) == (args, follow, tail)
 
 
 def test_a_huge_log_tail_reads_only_its_end(tmp_path: Path) -> None:

@@ -184,43 +184,55 @@ class Command:
         use: The usage line, e.g. ``kobako run [OPTIONS] ROOTFS COMMAND [ARG...]``.
         short: What the verb does, in one line.
         flags: The flag table; ``--help`` is added.
+        interspersed: Flags may come after arguments (``save busybox -o x.tar``), as cobra
+            parses most of docker's verbs; ``run``, ``create``, ``exec`` and ``top`` turn this
+            off, so that what follows the image or container is the command's own.
     """
 
-    __slots__ = ("_long", "_short", "flags", "short", "use")
+    __slots__ = ("_long", "_short", "flags", "interspersed", "short", "use")
 
-    def __init__(self, use: str, short: str, flags: Sequence[Flag]) -> None:
+    def __init__(
+        self, use: str, short: str, flags: Sequence[Flag], *, interspersed: bool = True
+    ) -> None:
         self.use = use
         self.short = short
+        self.interspersed = interspersed
         shorts = {flag.short for flag in flags}
         self.flags = (*flags, Flag("help", "" if "h" in shorts else "h", BOOL, "Print usage"))
         self._long = {name: f for f in self.flags for name in (f.name, *f.aliases)}
         self._short = {f.short: f for f in self.flags if f.short}
 
     def parse(self, argv: Sequence[str]) -> Flags:
-        """Parse ``argv`` (the words after the verb) as pflag does with interspersing off.
+        """Parse ``argv`` (the words after the verb) as pflag does.
 
         Returns:
-            The flags, and in :attr:`Flags.args` the first non-flag argument and all after it.
+            The flags, and in :attr:`Flags.args` the arguments: with interspersing off, the
+            first non-flag argument and all after it.
 
         Raises:
             UsageError: An unknown flag, a missing value or a bad bool or int (one line).
             Help: ``--help`` was given; it carries the usage to print.
         """
         flags = Flags(self.flags)
+        args: list[str] = []
         i = 0
         while i < len(argv):
             arg = argv[i]
             i += 1
             if len(arg) < 2 or arg[0] != "-":
-                flags.args = list(argv[i - 1 :])
+                if self.interspersed:
+                    args.append(arg)
+                    continue
+                args += argv[i - 1 :]
                 break
             if arg == "--":
-                flags.args = list(argv[i:])
+                args += argv[i:]
                 break
             if arg[1] == "-":
                 i = self._parse_long(flags, arg, argv, i)
             else:
                 i = self._parse_shorts(flags, arg, argv, i)
+        flags.args = args
         if flags.get_bool("help"):
             raise Help(self.usage())
         return flags

@@ -29,6 +29,7 @@ EXEC = Command(
         Flag("user", "u", STRING, "Username or UID (format: <name|uid>[:<group|gid>])"),
         Flag("workdir", "w", STRING, "Working directory inside the container"),
     ),
+    interspersed=False,
 )
 
 

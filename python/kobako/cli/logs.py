@@ -9,7 +9,7 @@ from kobako.cli.main import fail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from kobako.cli.args import Flags
+    pass
 
 _SINCE_USAGE = (
     'Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative '
@@ -42,7 +42,8 @@ def main(argv: list[str], verb: str = "logs") -> int:
     from kobako.runtime.containers import ContainerStore
     from kobako.runtime.logs import parse_tail, parse_time, read
 
-    o, args = _parse(argv)
+    o = LOGS.parse(argv)  # flags anywhere on the line (``kobako logs web -f``), as cobra's
+    args = o.args
     if len(args) != 1:
         fail(f'"kobako {verb}" requires exactly 1 argument.')
     times = {}
@@ -74,19 +75,3 @@ def main(argv: list[str], verb: str = "logs") -> int:
             target.flush()
     last.flush()
     return 0
-
-
-def _parse(argv: list[str]) -> tuple[Flags, list[str]]:
-    """Parse flags anywhere on the line (``kobako logs web -f``), as cobra does by default."""
-    rest = list(argv)
-    args: list[str] = []
-    o = LOGS.parse(rest)
-    while o.args:
-        at = len(rest) - len(o.args)
-        if at and rest[at - 1] == "--":
-            args.extend(o.args)
-            break
-        args.append(o.args[0])
-        rest = rest[:at] + rest[at + 1 :]
-        o = LOGS.parse(rest)
-    return o, args

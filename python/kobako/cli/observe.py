@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from kobako.runtime.containers import ContainerStore
 
 TOP = Command(
-    "kobako top CONTAINER [ps OPTIONS]", "Display the running processes of a container", ()
+    "kobako top CONTAINER [ps OPTIONS]",
+    "Display the running processes of a container",
+    (),
+    interspersed=False,
 )
 STATS = Command(
     "kobako stats [OPTIONS] [CONTAINER...]",

@@ -97,11 +97,13 @@ COMMAND = Command(
     "kobako run [OPTIONS] IMAGE [COMMAND] [ARG...]",
     "Run a command in a new container",
     FLAGS,
+    interspersed=False,
 )
 CREATE = Command(
     "kobako create [OPTIONS] IMAGE [COMMAND] [ARG...]",
     "Create a new container",
     tuple(f for f in FLAGS if f.name not in ("detach", "rm", "detach-keys")),
+    interspersed=False,
 )
 
 
