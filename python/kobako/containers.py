@@ -259,6 +259,41 @@ class Container:
             doc = containers.get(self.id)
         containers.remove(doc, volumes=v)
 
+    def attach(
+        self,
+        stdout: bool = True,
+        stderr: bool = True,
+        stream: bool = False,
+        logs: bool = False,
+    ) -> Any:
+        """Its output until it exits (docker-py's ``attach``): bytes, or with ``stream`` a
+        generator of chunks as they come; ``logs`` puts what it wrote before first.
+
+        Raises:
+            Conflict: It is not running.
+        """
+        import time
+
+        from kobako.runtime.attach import output
+
+        self.reload()
+        connected = time.time()
+        live = output(self.attrs)
+        wanted = {1} if stdout else set()
+        wanted |= {2} if stderr else set()
+
+        def chunks() -> Iterator[bytes]:
+            if logs:
+                past = self.logs(stdout=stdout, stderr=stderr, until=connected)
+                yield past if isinstance(past, bytes) else b"".join(past)
+            for number, data in live:
+                if number in wanted:
+                    yield data
+
+        if stream:
+            return chunks()
+        return b"".join(chunks())
+
     def exec_run(
         self,
         cmd: str | Sequence[str],

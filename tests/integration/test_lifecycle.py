@@ -580,3 +580,17 @@ def test_api_exec_run(client: kobako.Client) -> None:
     c.stop(timeout=0)
     with pytest.raises(Conflict):
         c.exec_run("true")
+
+
+def test_api_attach_streams_until_exit(client: kobako.Client) -> None:
+    c = client.containers.run(
+        "bb:1",
+        ["sh", "-c", "echo one; sleep 0.5; echo two >&2; sleep 0.5; echo three"],
+        detach=True,
+    )
+    time.sleep(0.2)  # "one" is in the log: logs=True gives it, live output the rest
+    chunks = c.attach(stream=True, stderr=False, logs=True)
+    assert b"".join(chunks).split() == [b"one", b"three"]
+    assert c.wait(timeout=10)["StatusCode"] == 0
+    with pytest.raises(Conflict):
+        c.attach()

@@ -218,30 +218,14 @@ def _each(refs: list[str], action: Any) -> int:
     return 1 if failed else 0
 
 
-def _stop(argv: list[str]) -> int:
-    from kobako.runtime.monitor import parse_signal, stop
-
-    o = STOP.parse(argv)
-    if not o.args:
-        fail('"kobako stop" requires at least 1 argument')
-    sig = o.get_string("signal") or None
-    if sig:
-        parse_signal(sig)
-    store = _store()
-    containers = _containers(store)
-    timeout = o.get_int("time")
-    return _each(
-        o.args,
-        lambda ref: stop(store, containers.get(ref), None if timeout < 0 else timeout, sig),
-    )
-
-
-def _restart(argv: list[str]) -> int:
+def _stop(argv: list[str], restart: bool = False) -> int:
+    """``stop`` (and ``restart``, which starts each container again once it has stopped)."""
     from kobako.runtime.monitor import parse_signal, start_detached, stop
 
-    o = RESTART.parse(argv)
+    verb = "restart" if restart else "stop"
+    o = (RESTART if restart else STOP).parse(argv)
     if not o.args:
-        fail('"kobako restart" requires at least 1 argument')
+        fail(f'"kobako {verb}" requires at least 1 argument')
     sig = o.get_string("signal") or None
     if sig:
         parse_signal(sig)
@@ -252,10 +236,15 @@ def _restart(argv: list[str]) -> int:
     def one(ref: str) -> None:
         doc = containers.get(ref)
         stop(store, doc, None if timeout < 0 else timeout, sig)
-        doc = containers.get(doc["Id"])
-        start_detached(store, doc, containers.spec(doc))
+        if restart:
+            doc = containers.get(doc["Id"])
+            start_detached(store, doc, containers.spec(doc))
 
     return _each(o.args, one)
+
+
+def _restart(argv: list[str]) -> int:
+    return _stop(argv, restart=True)
 
 
 def _kill(argv: list[str]) -> int:

@@ -19,11 +19,12 @@ from kobako.errors import Conflict, InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from kobako.image.store import Store
 
-__all__ = ["DETACHED", "attach", "parse_detach_keys"]
+__all__ = ["DETACHED", "attach", "output", "parse_detach_keys"]
 
 #: What :func:`attach` returns when the detach keys were typed.
 DETACHED = -1
@@ -163,6 +164,41 @@ def attach(
             import termios
 
             termios.tcsetattr(raw[0], termios.TCSADRAIN, raw[1])
+        sock.close()
+
+
+def output(doc: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
+    """The container's output from now until it exits, as ``(stream, data)``: 1 stdout, 2
+    stderr (docker-py's ``Container.attach``). Connected before it returns.
+
+    Raises:
+        Conflict: It is not running.
+    """
+    from kobako.runtime.lifecycle import attach_path
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(attach_path(doc["Id"]))
+    except OSError:
+        sock.close()
+        raise Conflict(f"container {doc['Id'][:12]} is not running") from None
+    return _frames(sock)
+
+
+def _frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    try:
+        buf = b""
+        while chunk := sock.recv(65536):
+            buf += chunk
+            while len(buf) >= 5:
+                stream, size = struct.unpack(">BI", buf[:5])
+                if len(buf) < 5 + size:
+                    break
+                data, buf = buf[5 : 5 + size], buf[5 + size :]
+                if stream == _EXIT:
+                    return
+                yield stream, data
+    finally:
         sock.close()
 
 

@@ -210,16 +210,9 @@ def run(
         0
     """
     cid = spec.id or os.urandom(32).hex()
-    if len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
-        raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
-    hostname = spec.hostname or cid[:12]
-    containers = os.path.join(RUN_DIR, "containers")
-    _reap_stale(containers)
-    runtime_dir = os.path.join(containers, cid)
-    os.makedirs(runtime_dir, mode=0o700)
-    made = _Made(runtime_dir)
+    made = _made_for(cid)
     try:
-        result = _run(spec, cid, hostname, made, stdin, stdout, stderr, interactive, on_start)
+        result = _run(spec, cid, made, stdin, stdout, stderr, interactive, on_start)
     except BaseException:
         made.remove(quiet=True)  # a failure to clean up must not hide the cause
         raise
@@ -303,23 +296,10 @@ def start_detached(
         As :func:`run` does.
     """
     cid = spec.id
-    if not cid or len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
-        raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
-    hostname = spec.hostname or cid[:12]
-    containers = os.path.join(RUN_DIR, "containers")
-    _reap_stale(containers)
-    runtime_dir = os.path.join(containers, cid)
-    os.makedirs(runtime_dir, mode=0o700)
-    made = _Made(runtime_dir)
+    made = _made_for(cid)
     fds: list[int] = []
     try:
-        launch.write_etc_files(runtime_dir, hostname, spec.namespaces.network)
-        ns = spec.namespaces
-        if ns.uid_map or ns.gid_map:
-            os.chown(runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
-        cgroup = made.cgroup = Cgroup.create(
-            cid, spec.resources, privileged=spec.security.privileged
-        )
+        cgroup = _prepare(spec, cid, made)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         fds.append(null)
         if spec.process.terminal:
@@ -337,20 +317,7 @@ def start_detached(
                 in_r, in_w = os.pipe2(os.O_CLOEXEC)
                 fds += [in_r, in_w]
             stdio, tty_fd, tty_path = (in_r, out_w, err_w), -1, None
-        caps = launch.capability_names(spec)
-        plan = launch.build_plan(
-            spec,
-            runtime_dir=runtime_dir,
-            hostname=hostname,
-            stdio=stdio,
-            tty_fd=tty_fd,
-            tty_path=tty_path,
-            cgroup_fd=cgroup.clone_fd,
-            cgroup_join=cgroup.join_files,
-            cgroup_mounts=cgroup.container_mounts(),
-            caps=caps,
-            seccomp=_seccomp(spec, caps),
-        )
+        plan = _plan(spec, cid, made, cgroup, stdio, tty_fd, tty_path)
         listener, client = _attach_socket(attach_path(cid), attach)
         if listener is not None:
             fds.append(listener.detach())
@@ -359,7 +326,7 @@ def start_detached(
         argv = ["kobako-monitor", log_path, exit_path, socket_path, *exit_command]
         listen = fds[-1] if listener is not None else -1
         pid, monitor = _native.spawn_detached(plan, argv, env, (out_r, err_r, in_w, listen, null))
-        _write_pid(runtime_dir, pid)
+        _write_pid(made.runtime_dir, pid)
         started = Started(
             pid=pid,
             pid_start=_start_time(pid) or "",
@@ -468,10 +435,56 @@ def _remove_flat_dir(path: str) -> None:
         pass
 
 
+def _made_for(cid: str) -> _Made:
+    """The container's runtime dir, made (0700), after removing what dead ones left."""
+    if not cid or len(cid) < 12 or not all(c in "0123456789abcdef" for c in cid):
+        raise InvalidArgument(f"container id {cid!r} is not hexadecimal")
+    containers = os.path.join(RUN_DIR, "containers")
+    _reap_stale(containers)
+    runtime_dir = os.path.join(containers, cid)
+    os.makedirs(runtime_dir, mode=0o700)
+    return _Made(runtime_dir)
+
+
+def _prepare(spec: Spec, cid: str, made: _Made) -> Cgroup:
+    """The container's /etc files and its cgroup (kept in ``made``)."""
+    launch.write_etc_files(made.runtime_dir, spec.hostname or cid[:12], spec.namespaces.network)
+    ns = spec.namespaces
+    if ns.uid_map or ns.gid_map:
+        # the container's root must reach its /etc files through this 0700 directory
+        os.chown(made.runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
+    made.cgroup = Cgroup.create(cid, spec.resources, privileged=spec.security.privileged)
+    return made.cgroup
+
+
+def _plan(
+    spec: Spec,
+    cid: str,
+    made: _Made,
+    cgroup: Cgroup,
+    stdio: tuple[int, int, int],
+    tty_fd: int,
+    tty_path: str | None,
+) -> dict[str, Any]:
+    caps = launch.capability_names(spec)  # read once: it reads /proc/self/status
+    return launch.build_plan(
+        spec,
+        runtime_dir=made.runtime_dir,
+        hostname=spec.hostname or cid[:12],
+        stdio=stdio,
+        tty_fd=tty_fd,
+        tty_path=tty_path,
+        cgroup_fd=cgroup.clone_fd,
+        cgroup_join=cgroup.join_files,
+        cgroup_mounts=cgroup.container_mounts(),
+        caps=caps,
+        seccomp=_seccomp(spec, caps),
+    )
+
+
 def _run(
     spec: Spec,
     cid: str,
-    hostname: str,
     made: _Made,
     stdin: int,
     stdout: int,
@@ -479,30 +492,20 @@ def _run(
     interactive: bool,
     on_start: Callable[[int], object] | None,
 ) -> Exit:
-    launch.write_etc_files(made.runtime_dir, hostname, spec.namespaces.network)
-    ns = spec.namespaces
-    if ns.uid_map or ns.gid_map:
-        # the container's root must reach its /etc files through this 0700 directory
-        os.chown(made.runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
-    cgroup = made.cgroup = Cgroup.create(cid, spec.resources, privileged=spec.security.privileged)
+    cgroup = _prepare(spec, cid, made)
     if spec.process.terminal:
         from kobako.runtime.tty import open_pty
 
         made.pty = open_pty()
     pty = made.pty
-    caps = launch.capability_names(spec)  # read once: it reads /proc/self/status
-    plan = launch.build_plan(
+    plan = _plan(
         spec,
-        runtime_dir=made.runtime_dir,
-        hostname=hostname,
-        stdio=(stdin, stdout, stderr),
-        tty_fd=pty.slave if pty else -1,
-        tty_path=pty.slave_path if pty else None,
-        cgroup_fd=cgroup.clone_fd,
-        cgroup_join=cgroup.join_files,
-        cgroup_mounts=cgroup.container_mounts(),
-        caps=caps,
-        seccomp=_seccomp(spec, caps),
+        cid,
+        made,
+        cgroup,
+        (stdin, stdout, stderr),
+        pty.slave if pty else -1,
+        pty.slave_path if pty else None,
     )
     with _SignalForwarder() as forwarder:
         pid, made.pidfd = _native.spawn(plan)

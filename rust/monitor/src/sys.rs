@@ -179,10 +179,12 @@ pub fn set_winsize(fd: Fd, rows: u16, cols: u16) {
     sc(nr::IOCTL, &[fd as isize, TIOCSWINSZ, size.as_ptr() as isize]);
 }
 
-/// Write all of `iov` to a non-blocking fd, waiting up to `patience_ms` for room each time it
-/// is full. False if it could not (the caller drops a reader that slow).
+/// Write all of `iov` (at most 3 parts), waiting up to `patience_ms` (-1: as long as it
+/// takes) for room each time a non-blocking fd is full. False if it could not (the caller
+/// drops a reader that slow).
 pub fn write_patiently(fd: Fd, iov: &[IoVec], patience_ms: i64) -> bool {
-    let mut parts = [IoVec { base: core::ptr::null(), len: 0 }, IoVec { base: core::ptr::null(), len: 0 }];
+    let empty = || IoVec { base: core::ptr::null(), len: 0 };
+    let mut parts = [empty(), empty(), empty()];
     let count = iov.len().min(parts.len());
     for (dst, src) in parts.iter_mut().zip(iov) {
         dst.base = src.base;
@@ -234,38 +236,9 @@ impl IoVec {
     }
 }
 
-/// writev until everything is written (or an error other than EINTR).
+/// writev until everything is written (or an error other than EINTR), on a blocking fd.
 pub fn writev_all(fd: Fd, iov: &[IoVec]) {
-    let mut parts = [
-        IoVec { base: core::ptr::null(), len: 0 },
-        IoVec { base: core::ptr::null(), len: 0 },
-        IoVec { base: core::ptr::null(), len: 0 },
-    ];
-    let count = iov.len().min(parts.len());
-    for (dst, src) in parts.iter_mut().zip(iov) {
-        dst.base = src.base;
-        dst.len = src.len;
-    }
-    let mut first = 0;
-    while first < count {
-        let n = sc(nr::WRITEV, &[fd as isize, parts[first..].as_ptr() as isize, (count - first) as isize]);
-        if n == -EINTR {
-            continue;
-        }
-        if n < 0 {
-            return;
-        }
-        let mut left = n as usize;
-        while first < count && left >= parts[first].len {
-            left -= parts[first].len;
-            first += 1;
-        }
-        if first < count {
-            // SAFETY: left < parts[first].len, inside the same buffer.
-            parts[first].base = unsafe { parts[first].base.add(left) };
-            parts[first].len -= left;
-        }
-    }
+    write_patiently(fd, iov, -1);
 }
 
 #[repr(C)]

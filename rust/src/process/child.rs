@@ -79,16 +79,8 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     libc::close(a.parent_sock);
     libc::umask(0);
     if a.join_cgroup {
-        // Writing 0 moves this (single) thread; unlike writing a pid to cgroup.procs it takes
-        // no global threadgroup lock, so it costs no RCU grace period. Done first, with the
-        // host's credentials, before a user namespace's maps apply.
-        for (i, file) in p.cgroup_join.iter().enumerate() {
-            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
-                return Err((Step::CgroupJoin, sys::errno(), i as u32));
-            }
-            libc::close(fd);
-        }
+        // Done first, with the host's credentials, before a user namespace's maps apply.
+        join_cgroup(p)?;
     }
     if a.wait_for_go {
         let mut go = 0u8;
@@ -114,18 +106,7 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
         check(libc::unshare(libc::CLONE_NEWCGROUP), Step::Cgroupns)?;
     }
     check(libc::setsid(), Step::Setsid)?;
-    if p.tty_fd >= 0 {
-        check(libc::ioctl(p.tty_fd, libc::TIOCSCTTY, 0), Step::Console)?;
-        for fd in 0..3 {
-            check(libc::dup2(p.tty_fd, fd), Step::Console)?;
-        }
-    } else {
-        for (i, &fd) in p.stdio.iter().enumerate() {
-            if fd >= 0 && fd != i as c_int {
-                check(libc::dup2(fd, i as c_int), Step::Stdio)?;
-            }
-        }
-    }
+    set_stdio(p)?;
 
     // Root filesystem.
     let flags = libc::MS_REC | libc::MS_PRIVATE;
@@ -177,24 +158,10 @@ unsafe fn setup(a: &ChildArgs) -> Result<(), Indexed> {
     if p.namespaces & libc::CLONE_NEWNET as u64 != 0 {
         loopback_up().map_err(|e| (Step::Loopback, e, 0))?;
     }
-    for (i, &(resource, soft, hard)) in p.rlimits.iter().enumerate() {
-        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-        if libc::setrlimit(resource as _, &lim) != 0 {
-            return Err((Step::Rlimit, sys::errno(), i as u32));
-        }
-    }
+    set_rlimits(p)?;
     check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
 
-    // Confinement. Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it first.
-    if !p.no_new_privs {
-        install_seccomp(a)?;
-    }
-    drop_privileges(p)?;
-    if p.no_new_privs {
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), Step::NoNewPrivs)?;
-        install_seccomp(a)?;
-    }
-    Ok(())
+    confine(a)
 }
 
 /// `exec`: into the running container's cgroup, namespaces and root, then the same
@@ -206,13 +173,7 @@ unsafe fn setup_exec(a: &ChildArgs, join: &Join) -> Result<(), Indexed> {
     // namespace: no process there may ptrace it or read its /proc/PID/mem.
     check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0), Step::Setns)?;
     if a.join_cgroup {
-        for (i, file) in p.cgroup_join.iter().enumerate() {
-            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
-                return Err((Step::CgroupJoin, sys::errno(), i as u32));
-            }
-            libc::close(fd);
-        }
+        join_cgroup(p)?;
     }
     for (i, &(fd, kind)) in join.namespaces.iter().enumerate() {
         if libc::setns(fd, kind) != 0 {
@@ -222,6 +183,27 @@ unsafe fn setup_exec(a: &ChildArgs, join: &Join) -> Result<(), Indexed> {
     check(libc::fchdir(join.root), Step::Setns)?;
     check(libc::chroot(c".".as_ptr()), Step::Setns)?;
     check(libc::setsid(), Step::Setsid)?;
+    set_stdio(p)?;
+    set_rlimits(p)?;
+    check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
+    confine(a)
+}
+
+/// Join the cgroup by writing 0 (this single thread) to each file: unlike writing a pid to
+/// cgroup.procs it takes no global threadgroup lock, so it costs no RCU grace period.
+unsafe fn join_cgroup(p: &Plan) -> Result<(), Indexed> {
+    for (i, file) in p.cgroup_join.iter().enumerate() {
+        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 || libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+            return Err((Step::CgroupJoin, sys::errno(), i as u32));
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// The terminal as controlling terminal and stdio, or the plan's fds as 0, 1, 2.
+unsafe fn set_stdio(p: &Plan) -> Result<(), Indexed> {
     if p.tty_fd >= 0 {
         check(libc::ioctl(p.tty_fd, libc::TIOCSCTTY, 0), Step::Console)?;
         for fd in 0..3 {
@@ -234,13 +216,23 @@ unsafe fn setup_exec(a: &ChildArgs, join: &Join) -> Result<(), Indexed> {
             }
         }
     }
+    Ok(())
+}
+
+unsafe fn set_rlimits(p: &Plan) -> Result<(), Indexed> {
     for (i, &(resource, soft, hard)) in p.rlimits.iter().enumerate() {
         let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
         if libc::setrlimit(resource as _, &lim) != 0 {
             return Err((Step::Rlimit, sys::errno(), i as u32));
         }
     }
-    check(libc::chdir(p.cwd.absolute.as_ptr()), Step::Workdir)?;
+    Ok(())
+}
+
+/// Seccomp, the bounding set, user and groups, capabilities, no_new_privs. Without
+/// no_new_privs, installing a filter needs CAP_SYS_ADMIN: it goes first then.
+unsafe fn confine(a: &ChildArgs) -> Result<(), Indexed> {
+    let p = a.plan;
     if !p.no_new_privs {
         install_seccomp(a)?;
     }
