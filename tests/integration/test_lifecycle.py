@@ -594,3 +594,15 @@ def test_api_attach_streams_until_exit(client: kobako.Client) -> None:
     assert c.wait(timeout=10)["StatusCode"] == 0
     with pytest.raises(Conflict):
         c.attach()
+
+
+def test_exec_t_gets_a_terminal_of_the_container_devpts(client: kobako.Client) -> None:
+    c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
+    pid, fd = _spawn_in_pty("exec", "-it", c.name, "sh", "-c", "tty; stty size; exit 6")
+    try:
+        out = _expect(fd, b"30 100")
+        assert b"/dev/pts/0" in out  # the container's own devpts, not the host's pty
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 6
+    finally:
+        os.close(fd)

@@ -137,9 +137,9 @@ def exec_in(
         if cgroup is not None and cgroup.clone_fd is not None:
             fds.append(cgroup.clone_fd)
         if tty:
-            from kobako.runtime.tty import open_pty
+            from kobako.runtime.tty import open_pty_in
 
-            pty = open_pty()
+            pty = open_pty_in(root)
         rlimits = [
             (
                 parse.RLIMIT_NUMBERS[r.type],

@@ -18,15 +18,15 @@ import tty
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Pty", "open_pty"]
+__all__ = ["Pty", "open_pty", "open_pty_in"]
 
 
 class Pty:
     """A pty pair; :meth:`proxy` runs the copy loop until the container closes its side."""
 
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.slave_path = os.ttyname(self.slave)
+    def __init__(self, pair: tuple[int, int] | None = None) -> None:
+        self.master, self.slave = pair or os.openpty()
+        self.slave_path = os.ttyname(self.slave) if pair is None else ""
         os.set_inheritable(self.master, False)
         if os.isatty(0):
             self._copy_winsize()
@@ -113,3 +113,25 @@ def _write_all(fd: int, data: bytes) -> None:
 def open_pty() -> Pty:
     """Open a pty pair sized like our terminal."""
     return Pty()
+
+
+#: ioctl numbers (asm-generic): unlock a pty's slave, and open it from its master.
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+
+
+def open_pty_in(root_fd: int) -> Pty:
+    """A pty of the devpts mounted in a container (its ``/dev/pts/ptmx``, resolved inside the
+    root ``root_fd``), sized like our terminal: for ``exec -t``, whose command must see a
+    terminal of its own /dev/pts, as runc makes one. The slave is opened from the master
+    (TIOCGPTPEER), by no path the container could swap."""
+    from kobako import _native
+
+    master = _native.open_in_root(root_fd, "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return Pty((master, slave))
