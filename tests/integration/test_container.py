@@ -23,7 +23,7 @@ from kobako.runtime import Mount, Overlay, Process, Resources, Security, Spec, r
 from kobako.runtime.lifecycle import RUN_DIR, _start_time
 from tests.conftest import KOBAKO, kobako
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.v2]
 
 
 def sh(rootfs: Path, script: str, *flags: str) -> subprocess.CompletedProcess[str]:

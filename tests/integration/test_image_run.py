@@ -23,7 +23,7 @@ from kobako.runtime.containers import ContainerStore
 from tests.conftest import kobako as cli
 from tests.imagetools import make_image, tar_of
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.v2]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ survives a killed monitor and a wiped /run."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -82,6 +83,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.v2
 def test_run_d_ps_logs_stop_rm(root: str, busybox_image: ImageRecord) -> None:
     r = cli(
         "run",
@@ -146,6 +148,7 @@ def test_stop_kills_after_the_timeout_and_uses_the_stop_signal(
         cli("rm", "-f", "q")
 
 
+@pytest.mark.v2
 def test_kill_restart_start_wait(root: str, busybox_image: ImageRecord) -> None:
     assert cli("run", "-d", "--name", "k", "bb:1", "sleep", "100").returncode == 0
     try:
@@ -180,6 +183,7 @@ def test_rm_flag_with_detach_removes_on_exit(root: str, busybox_image: ImageReco
     assert cli("run", "-d", "--rm", "--restart", "always", "bb:1").returncode == 125
 
 
+@pytest.mark.v2
 def test_on_failure_restarts_n_times_with_backoff(client: kobako.Client) -> None:
     c = client.containers.run(
         "bb:1",
@@ -228,6 +232,7 @@ def test_always_restarts_until_stopped(client: kobako.Client) -> None:
     assert c.status == "exited" and c.attrs["RestartCount"] == count
 
 
+@pytest.mark.v2
 def test_killed_monitor_and_container_leave_a_true_record(root: str, client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
     pid, monitor = c.attrs["State"]["Pid"], c.attrs["State"]["MonitorPid"]
@@ -323,6 +328,7 @@ def test_fifty_detached_containers(root: str, client: kobako.Client) -> None:
 # --- exec --------------------------------------------------------------------------------------
 
 
+@pytest.mark.v2
 def test_exec_joins_every_namespace_and_the_cgroup(client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
     script = (
@@ -336,6 +342,7 @@ def test_exec_joins_every_namespace_and_the_cgroup(client: kobako.Client) -> Non
     assert r.stdout == c.id[:12] + "\n"
 
 
+@pytest.mark.v2
 def test_exec_has_the_container_confinement_and_no_kobako_fd(client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sleep", "100"], detach=True)
     fields = "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/{}/status"
@@ -466,6 +473,24 @@ def _spawn_in_pty(*args: str) -> tuple[int, int]:
     return pid, fd
 
 
+def _exit_code(pid: int, fd: int, timeout: float = 60) -> int:
+    """The exit code of a child on the pty ``fd`` (read meanwhile, as a terminal would be),
+    killed (and the test failed) if it does not end in time."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if select.select([fd], [], [], 0.05)[0]:
+            with contextlib.suppress(OSError):
+                os.read(fd, 4096)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"kobako (pid {pid}) did not end within {timeout} s")
+
+
 def _expect(fd: int, text: bytes, timeout: float = 20) -> bytes:
     import select
 
@@ -487,6 +512,7 @@ def _expect(fd: int, text: bytes, timeout: float = 20) -> bytes:
     raise AssertionError(f"{text!r} not in {buf!r}")
 
 
+@pytest.mark.v2
 def test_run_it_pty_resize_ctrl_c_detach_and_attach(root: str, busybox_image: ImageRecord) -> None:
     try:
         _pty_session(root)
@@ -518,24 +544,29 @@ def _pty_session(root: str) -> None:
                 assert time.monotonic() < deadline
         # Ctrl-C reaches the container's foreground process, not kobako
         os.write(fd, b"sleep 30; echo slept\r")
-        time.sleep(0.5)
+        _expect(fd, b"slept\r\n")  # the line's echo: the shell runs it
+        time.sleep(1)
         os.write(fd, b"\x03")
+        _expect(fd, b"# ")
         os.write(fd, b"echo after-$((1+1))\r")
-        assert b"\nslept" not in _expect(fd, b"after-2")  # the echo of the line has it
+        out = _expect(fd, b"after-2")
+        assert b"\nslept" not in out  # (the echo of the typed line has it)
+        if b"# " not in out.split(b"after-2")[-1]:
+            _expect(fd, b"# ")
         # ctrl-p ctrl-q: kobako returns 0, the container runs on
         os.write(fd, b"\x10\x11")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert _exit_code(pid, fd) == 0
     finally:
         os.close(fd)
-    assert _state(root, "tty")["Running"]
+    state = _state(root, "tty")
+    log = _read(cli("inspect", "-f", "{{.LogPath}}", "tty").stdout.strip())
+    assert state["Running"], (state, log)
     pid, fd = _spawn_in_pty("attach", "tty")
     try:
         time.sleep(0.3)
         os.write(fd, b"echo back; exit 3\r")
         _expect(fd, b"back")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 3
+        assert _exit_code(pid, fd) == 3
     finally:
         os.close(fd)
 
@@ -547,8 +578,7 @@ def test_run_t_keeps_every_line_and_the_exit_code(root: str, busybox_image: Imag
     try:
         out = _expect(fd, b"second")
         assert b"first" in out
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 5
+        assert _exit_code(pid, fd) == 5
     finally:
         os.close(fd)
     assert cli("ps", "-aq").stdout == ""  # --rm: removed before run returned
@@ -602,7 +632,6 @@ def test_exec_t_gets_a_terminal_of_the_container_devpts(client: kobako.Client) -
     try:
         out = _expect(fd, b"30 100")
         assert b"/dev/pts/0" in out  # the container's own devpts, not the host's pty
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 6
+        assert _exit_code(pid, fd) == 6
     finally:
         os.close(fd)

@@ -91,6 +91,7 @@ def _proc_state(pid: int) -> str:
 # --- pause, unpause ------------------------------------------------------------------------
 
 
+@pytest.mark.v2
 def test_pause_freezes_the_processes_and_unpause_resumes_them(client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sh", "-c", COUNTER], detach=True, name="c1")
     log = c.attrs["LogPath"]
@@ -149,6 +150,7 @@ def test_pause_errors_as_docker(client: kobako.Client) -> None:
     assert cli("pause").returncode == 125
 
 
+@pytest.mark.v2
 def test_stop_and_kill_a_paused_container(store: Store, client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sleep", "100"], detach=True, name="p1")
     c.pause()
@@ -225,6 +227,7 @@ def test_top_of_a_container_that_is_not_running(client: kobako.Client) -> None:
 # --- stats ---------------------------------------------------------------------------------
 
 
+@pytest.mark.v2
 def test_stats_no_stream_shows_the_memory_limit(client: kobako.Client) -> None:
     c = client.containers.run("bb:1", ["sleep", "100"], detach=True, name="s1", mem_limit="64m")
     start = time.monotonic()

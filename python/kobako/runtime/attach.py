@@ -138,7 +138,7 @@ def attach(
             import tty as tty_mod
 
             raw = (in_fd, termios.tcgetattr(in_fd))
-            tty_mod.setraw(in_fd)
+            tty_mod.setraw(in_fd, termios.TCSANOW)  # keep what was typed ahead: it is theirs
 
             def resize(signum: int = 0, frame: object = None) -> None:
                 size = _winsize(in_fd)
@@ -163,7 +163,8 @@ def attach(
         if raw is not None:
             import termios
 
-            termios.tcsetattr(raw[0], termios.TCSADRAIN, raw[1])
+            # TCSANOW: TCSADRAIN would wait, forever, for a terminal nobody reads any more
+            termios.tcsetattr(raw[0], termios.TCSANOW, raw[1])
         sock.close()
 
 

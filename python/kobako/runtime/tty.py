@@ -65,7 +65,7 @@ class Pty:
             yield
         finally:
             signal.signal(signal.SIGWINCH, old)
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+            termios.tcsetattr(0, termios.TCSANOW, saved)  # no drain: nobody may read any more
 
     def proxy(self, stdin: bool, wakeup: int = -1) -> None:
         """Copy stdin to the container and its output to stdout until it closes the pty.

@@ -36,9 +36,13 @@ use sys::{Fd, PollFd};
 
 /// Bytes read from a stream at once; also the longest line logged as one record.
 const BUF: usize = 16 * 1024;
-/// How long to wait for the streams' end once the container has exited (a process that
-/// escaped the container may hold them open forever).
+/// How long the streams may stay quiet, once the container has exited, before the monitor
+/// stops reading them (a process that escaped the container may hold them open forever)…
 const DRAIN_MS: i64 = 200;
+/// …and how long it reads them at most after the exit, whatever they do.
+const DRAIN_MAX_MS: i64 = 2000;
+const POLLERR: i16 = 0x8;
+const POLLHUP: i16 = 0x10;
 
 struct Stream {
     fd: Fd,
@@ -54,11 +58,14 @@ impl Stream {
     }
 
     /// Read what is there, pass it on to attached clients, log every whole line, and the
-    /// buffer if it fills up. Returns false at the end of the stream (or on an error).
-    fn pump(&mut self, log: Fd, attach: &mut Attach, stream: u8) -> bool {
+    /// buffer if it fills up. `revents` are poll's for the stream: a hang-up with nothing to
+    /// read ends it (a terminal's master may say EAGAIN rather than EIO once its slave is
+    /// gone). Returns whether it read anything; `open` is false at the end of the stream.
+    fn pump(&mut self, log: Fd, attach: &mut Attach, stream: u8, revents: i16) -> bool {
         let n = sys::read(self.fd, &mut self.buf[self.len..]);
-        if n == -sys::EINTR || n == -sys::EAGAIN {
-            return true;
+        let hung_up = revents & (POLLHUP | POLLERR) != 0;
+        if n == -sys::EINTR || (n == -sys::EAGAIN && !hung_up) {
+            return false;
         }
         if n <= 0 {
             self.finish(log);
@@ -375,7 +382,8 @@ unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! 
     // The container may have exited before the signalfd existed (its SIGCHLD then waits,
     // blocked, for the signalfd; this is the belt to those braces).
     let mut code: Option<i32> = sys::reap_any().map(exit_code);
-    let mut quiet_since: Option<i64> = None;
+    let mut exited_at: Option<i64> = code.map(|_| sys::monotonic_ms());
+    let mut last_data: i64 = 0;
     while out.open || err.open || code.is_none() {
         let mut fds = [PollFd::new(-1); 4 + MAX_CLIENTS];
         fds[0] = PollFd::new(if out.open { out.fd } else { -1 });
@@ -387,39 +395,36 @@ unsafe fn run(argc: usize, argv: *const *const u8, envp: *const *const u8) -> ! 
         }
         let timeout = if code.is_some() { DRAIN_MS } else { -1 };
         let n = sys::poll(&mut fds, timeout);
-        if n == 0 {
-            // drained and quiet after the exit: whoever still holds a stream is not ours
-            if let Some(since) = quiet_since {
-                if sys::monotonic_ms() - since >= DRAIN_MS {
-                    break;
-                }
+        if let Some(at) = exited_at {
+            // after the exit: stop once the streams are quiet, or after DRAIN_MAX_MS at most;
+            // whoever still holds a stream then is not the container
+            let now = sys::monotonic_ms();
+            if now - at >= DRAIN_MAX_MS || (n == 0 && now - last_data.max(at) >= DRAIN_MS) {
+                break;
             }
-            continue;
         }
-        if n < 0 {
+        if n <= 0 {
             continue;
         }
         if fds[3].revents != 0 {
             attach.accept();
         }
         for (s, p, stream) in [(&mut *out, fds[0], 1), (&mut *err, fds[1], 2)] {
-            if s.open && p.revents != 0 && !s.pump(log, attach, stream) {
-                s.open = false;
+            if s.open && p.revents != 0 && s.pump(log, attach, stream, p.revents) {
+                last_data = sys::monotonic_ms();
             }
         }
         if fds[2].revents != 0 {
             sys::drain_signalfd(chld);
             while let Some(status) = sys::reap_any() {
                 code = Some(exit_code(status));
+                exited_at.get_or_insert_with(sys::monotonic_ms);
             }
         }
         for i in 0..MAX_CLIENTS {
             if fds[4 + i].revents != 0 && attach.clients[i].fd >= 0 {
                 attach.serve(i);
             }
-        }
-        if code.is_some() {
-            quiet_since = Some(sys::monotonic_ms());
         }
     }
     for s in [out, err] {
