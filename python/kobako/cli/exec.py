@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -145,6 +144,8 @@ def attach_and_wait(
         if doc["State"].get("Status") in ("running", "paused"):
             return 0
         return int(doc["State"].get("ExitCode", 0))
-    with contextlib.suppress(ContainerNotFound, TimeoutError):
+    try:  # noqa: SIM105 (contextlib is slow to import, and this is the exec path)
         wait_stopped(store, doc["Id"], timeout=30)  # its exit command: --rm, the record
+    except (ContainerNotFound, TimeoutError):
+        pass
     return code

@@ -109,7 +109,8 @@ def restart_policy(value: str) -> dict[str, Any]:
 
 def _exit_command(store: Store, cid: str) -> tuple[list[str], list[str]]:
     env = [f"{k}={v}" for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith("KOBAKO_")]
-    return [sys.executable, "-m", "kobako.runtime.monitor", store.root, cid], env
+    # -I: no current directory, user site or PYTHON* variables on the path of what runs as root
+    return [sys.executable, "-I", "-m", "kobako.runtime.monitor", store.root, cid], env
 
 
 def start_detached(

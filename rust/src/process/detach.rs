@@ -229,6 +229,9 @@ unsafe fn become_monitor(
     report: c_int,
 ) -> ! {
     libc::setsid();
+    // A daemon's cwd is /: the caller's directory is not kept busy (unmountable) for as long
+    // as the container lives, nor on the path of the exit command.
+    libc::chdir(c"/".as_ptr());
     let started = match launch(p) {
         Ok(started) => started,
         Err(f) => {
