@@ -173,9 +173,10 @@ def test_kill_restart_start_wait(root: str, busybox_image: ImageRecord) -> None:
 
 
 def test_rm_flag_with_detach_removes_on_exit(root: str, busybox_image: ImageRecord) -> None:
-    r = cli("run", "-d", "--rm", "bb:1", "sh", "-c", "exit 3")
+    r = cli("run", "-d", "--rm", "bb:1", "sh", "-c", "sleep 0.5; exit 3")
     assert r.returncode == 0
     cid = r.stdout.strip()
+    assert cli("wait", cid).stdout == "3\n"  # as docker's: the code, though it is removed
     deadline = time.monotonic() + 10
     while os.path.exists(os.path.join(root, "containers", cid)) and time.monotonic() < deadline:
         time.sleep(0.05)

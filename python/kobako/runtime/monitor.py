@@ -416,31 +416,64 @@ def _settle_now(store: Store, cid: str) -> None:
 
 
 def wait_stopped(store: Store, cid: str, timeout: float | None = None) -> dict[str, Any]:
-    """Block until the container is not running; its settled record.
+    """Block until the container is not running; its settled record (for a container removed
+    on its exit, ``--rm``, the last record read, which says how it ended if that was seen).
 
     Raises:
         TimeoutError: It still runs after ``timeout`` seconds.
+        ContainerNotFound: It is gone and was never seen running.
     """
     containers = ContainerStore(store)
     deadline = None if timeout is None else time.monotonic() + timeout
+    last: dict[str, Any] | None = None
     while True:
-        doc = containers.get(cid)
+        try:
+            doc = containers.get(cid)
+        except ContainerNotFound:
+            if last is None:
+                raise
+            return last
         if not is_running(doc):
             return doc
+        last = doc
         state = doc["State"]
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise TimeoutError(f"container {cid[:12]} still runs after {timeout} s")
-        fd = _pidfd(state.get("MonitorPid") or 0, state.get("MonitorStart"))
+        # the container's own end first: its exit is recorded (and read here) before the
+        # exit command can remove it
+        fd = _pidfd(state.get("Pid") or 0, state.get("PidStart"))
+        fd_is_container = fd is not None
         if fd is None:
-            fd = _pidfd(state.get("Pid") or 0, state.get("PidStart"))
+            fd = _pidfd(state.get("MonitorPid") or 0, state.get("MonitorStart"))
         if fd is None:
-            time.sleep(0.05)
+            time.sleep(0.02)
             continue
         try:
-            _wait_fd(fd, left if left is None else min(left, 1.0))
+            ended = _wait_fd(fd, left if left is None else min(left, 1.0))
         finally:
             os.close(fd)
+        if ended and fd_is_container:
+            last = _ended(containers.path(cid), doc) or last
+
+
+def _ended(base: str, doc: dict[str, Any], patience: float = 2.0) -> dict[str, Any] | None:
+    """``doc`` as exited, once its monitor has written the exit file (it drains the output
+    first); None if that does not come, or the directory is removed, within ``patience``."""
+    import copy
+
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline and os.path.isdir(base):
+        ended = read_exit(base)
+        if ended:
+            done = copy.deepcopy(doc)
+            code, finished = ended
+            done["State"].update(
+                Status="exited", Running=False, Pid=0, ExitCode=code, FinishedAt=finished
+            )
+            return done
+        time.sleep(0.01)
+    return None
 
 
 def main(argv: list[str]) -> int:
