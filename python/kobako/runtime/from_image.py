@@ -374,7 +374,8 @@ def _finish(containers: ContainerStore, cid: str, **state: Any) -> None:
     """Record how a foreground run ended (or remove the container, with ``--rm``)."""
     with containers.lock(cid):
         doc = containers.load(cid)
-        doc["State"].update(state, Running=False, Pid=0, FinishedAt=now_rfc3339())
+        # MonitorPid 0: this process, which may live on (the API), no longer watches it
+        doc["State"].update(state, Running=False, Pid=0, MonitorPid=0, FinishedAt=now_rfc3339())
         if doc["HostConfig"].get("AutoRemove"):
             containers.remove(doc, volumes=True)
         else:

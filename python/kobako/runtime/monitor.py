@@ -432,9 +432,15 @@ def wait_stopped(store: Store, cid: str, timeout: float | None = None) -> dict[s
         except ContainerNotFound:
             if last is None:
                 raise
+            _exit_handled(last["State"])
             return last
         if not is_running(doc):
-            return doc
+            if _exit_handled(doc["State"]):
+                return doc
+            try:  # its exit handler has finished: the record as it settled it
+                return containers.get(cid)
+            except ContainerNotFound:
+                return doc
         last = doc
         state = doc["State"]
         left = None if deadline is None else deadline - time.monotonic()
@@ -455,6 +461,19 @@ def wait_stopped(store: Store, cid: str, timeout: float | None = None) -> dict[s
             os.close(fd)
         if ended and fd_is_container:
             last = _ended(containers.path(cid), doc) or last
+
+
+def _exit_handled(state: dict[str, Any], patience: float = 10.0) -> bool:
+    """Wait (up to ``patience``) for the monitor's exit handler to finish settling the record
+    and removing what the container used; True if there was none to wait for."""
+    fd = _pidfd(state.get("MonitorPid") or 0, state.get("MonitorStart"))
+    if fd is None:
+        return True
+    try:
+        _wait_fd(fd, patience)
+    finally:
+        os.close(fd)
+    return False
 
 
 def _ended(base: str, doc: dict[str, Any], patience: float = 2.0) -> dict[str, Any] | None:
