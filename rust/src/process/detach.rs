@@ -140,13 +140,8 @@ pub fn spawn_detached(plan: &Plan, monitor: &Monitor) -> Result<(libc::pid_t, li
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let middle = {
         let _blocked = SignalsBlocked::new();
-        let mut args = sys::CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
         // SAFETY: the child only runs `middle`, which makes system calls and exits.
-        let mut pid = unsafe { sys::clone3(&mut args) };
-        if pid < 0 && sys::errno() == libc::ENOSYS {
-            // SAFETY: as above.
-            pid = unsafe { sys::clone_legacy(0, std::ptr::null_mut()) };
-        }
+        let pid = unsafe { sys::fork() };
         if pid == 0 {
             // SAFETY: in the fresh child, as `middle` requires.
             unsafe { middle(&prepared, monitor, &argv, &envp, write_end.as_raw_fd()) }
@@ -206,11 +201,7 @@ unsafe fn middle(
     envp: &[*const libc::c_char],
     report: c_int,
 ) -> ! {
-    let mut args = sys::CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
-    let mut pid = sys::clone3(&mut args);
-    if pid < 0 && sys::errno() == libc::ENOSYS {
-        pid = sys::clone_legacy(0, std::ptr::null_mut());
-    }
+    let pid = sys::fork();
     if pid == 0 {
         become_monitor(p, mon, argv, envp, report)
     }

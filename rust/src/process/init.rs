@@ -5,8 +5,6 @@
 //! blocked (so that, as PID 1 of the namespace, it still receives them) until the command exits,
 //! then exits with the command's status, as tini does.
 
-use std::ptr;
-
 use libc::c_int;
 
 use crate::error::Step;
@@ -57,11 +55,7 @@ impl Scrub {
 /// # Safety
 /// Called only in the container's child, with every signal blocked.
 pub unsafe fn fork_and_supervise(sock: c_int, scrub: &Scrub) {
-    let mut args = sys::CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
-    let mut pid = sys::clone3(&mut args);
-    if pid < 0 && sys::errno() == libc::ENOSYS {
-        pid = sys::clone_legacy(0, ptr::null_mut());
-    }
+    let pid = sys::fork();
     if pid < 0 {
         super::child_fail(sock, Step::Init, sys::errno());
     }

@@ -61,6 +61,20 @@ pub unsafe fn clone_legacy(flags: u64, pidfd: *mut c_int) -> c_long {
     libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD as u64) as c_ulong, 0usize, pidfd, 0usize, 0usize)
 }
 
+/// A plain fork by clone3 (clone where clone3 is missing), without libc's fork handlers:
+/// returns twice, 0 in the child.
+///
+/// # Safety
+/// As for [`clone3`].
+pub unsafe fn fork() -> c_long {
+    let mut args = CloneArgs { exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    let pid = clone3(&mut args);
+    if pid < 0 && errno() == libc::ENOSYS {
+        return clone_legacy(0, std::ptr::null_mut());
+    }
+    pid
+}
+
 /// openat2(2) with RESOLVE_IN_ROOT: resolve `path` as if `root` were `/`.
 ///
 /// # Safety
