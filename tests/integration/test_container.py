@@ -20,7 +20,8 @@ import pytest
 from kobako import CommandNotExecutable, CommandNotFound, InvalidArgument, NotFound
 from kobako.fixtures import busybox_rootfs
 from kobako.runtime import Mount, Overlay, Process, Resources, Security, Spec, run
-from kobako.runtime.lifecycle import RUN_DIR, _start_time
+from kobako.runtime.lifecycle import RUN_DIR
+from kobako.runtime.proc import process_start
 from tests.conftest import KOBAKO, kobako
 
 pytestmark = [pytest.mark.container, pytest.mark.v2]
@@ -513,7 +514,7 @@ def test_leftovers_of_a_killed_kobako_are_removed_by_the_next_run(busybox: Path)
             os.kill(container, signal.SIGKILL)  # then its orphaned container ends
     cid = os.path.basename(runtime[0])
     deadline = time.monotonic() + 10  # gone, or a zombie (the v2 guest's init never reaps)
-    while _start_time(container) is not None and time.monotonic() < deadline:
+    while process_start(container) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert glob.glob(f"/sys/fs/cgroup/*/kobako/{cid}") + glob.glob(f"/sys/fs/cgroup/kobako/{cid}")
     assert sh(busybox, "true").returncode == 0  # the next run reaps what was left

@@ -220,7 +220,8 @@ def _each(refs: list[str], action: Any) -> int:
 
 def _stop(argv: list[str], restart: bool = False) -> int:
     """``stop`` (and ``restart``, which starts each container again once it has stopped)."""
-    from kobako.runtime.monitor import parse_signal, start_detached, stop
+    from kobako.runtime.monitor import start_detached, stop
+    from kobako.runtime.parse import parse_signal
 
     verb = "restart" if restart else "stop"
     o = (RESTART if restart else STOP).parse(argv)
@@ -250,7 +251,8 @@ def _restart(argv: list[str]) -> int:
 def _kill(argv: list[str]) -> int:
     from kobako.errors import Conflict
     from kobako.runtime.containers import is_running
-    from kobako.runtime.monitor import kill, parse_signal
+    from kobako.runtime.monitor import kill
+    from kobako.runtime.parse import parse_signal
 
     o = KILL.parse(argv)
     if not o.args:

@@ -186,16 +186,24 @@ def output(doc: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
     return _frames(sock)
 
 
+def _split(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole monitor frames at the start of ``buf`` as (stream, data), and the rest."""
+    frames = []
+    while len(buf) >= 5:
+        stream, size = struct.unpack(">BI", buf[:5])
+        if len(buf) < 5 + size:
+            break
+        frames.append((stream, buf[5 : 5 + size]))
+        buf = buf[5 + size :]
+    return frames, buf
+
+
 def _frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
     try:
         buf = b""
         while chunk := sock.recv(65536):
-            buf += chunk
-            while len(buf) >= 5:
-                stream, size = struct.unpack(">BI", buf[:5])
-                if len(buf) < 5 + size:
-                    break
-                data, buf = buf[5 : 5 + size], buf[5 + size :]
+            frames, buf = _split(buf + chunk)
+            for stream, data in frames:
                 if stream == _EXIT:
                     return
                 yield stream, data
@@ -239,12 +247,8 @@ def _pump(
             chunk = sock.recv(65536)
             if not chunk:
                 return DETACHED  # the monitor went away without an exit code
-            buf += chunk
-            while len(buf) >= 5:
-                stream, size = struct.unpack(">BI", buf[:5])
-                if len(buf) < 5 + size:
-                    break
-                data, buf = buf[5 : 5 + size], buf[5 + size :]
+            frames, buf = _split(buf + chunk)
+            for stream, data in frames:
                 if stream == _EXIT:
                     return int(struct.unpack(">i", data)[0])
                 _write_all(err_fd if stream == 2 else out_fd, data)

@@ -18,6 +18,7 @@ import os
 import time
 
 from kobako.errors import Conflict, ContainerNotFound, InvalidArgument, NotFound
+from kobako.runtime.proc import boot_id, process_start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -450,20 +451,6 @@ class ContainerStore:
         return Overlay(lower=lower, upper=data["UpperDir"], work=data["WorkDir"])
 
 
-def process_start(pid: int) -> str | None:
-    """A process's start time (field 22 of /proc/PID/stat), or None if it is gone or dead
-    (a zombie: exited, its parent has not reaped it yet)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return fields[19].decode()
-
-
 def _short_link(store_root: str, layer_dir: str) -> str:
     """A short name for a layer's directory: ``ROOT/l/<20 hex>``, a symlink made on demand.
 
@@ -485,21 +472,13 @@ def _short_link(store_root: str, layer_dir: str) -> str:
     return link
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def _same(state: dict[str, Any], pid_key: str, start_key: str) -> bool:
     """Whether the process the record names (pid, start time, boot) is still there."""
     pid = state.get(pid_key) or 0
     if pid <= 0 or process_start(pid) != state.get(start_key):
         return False
     boot = state.get("BootId")
-    return not boot or boot == _boot_id()
+    return not boot or boot == boot_id()
 
 
 def is_running(doc: dict[str, Any]) -> bool:

@@ -684,7 +684,7 @@ def _container_root(store: Store, doc: dict[str, Any]) -> Any:
 def _proc_root(state: dict[str, Any]) -> int | None:
     """``/proc/PID/root`` of the container's process, if that process is still the one the
     record names (its start time checked after opening: the fd then is of that process)."""
-    from kobako.runtime.containers import process_start
+    from kobako.runtime.proc import process_start
 
     pid, start = state.get("Pid") or 0, state.get("PidStart")
     if pid <= 0 or not start:

@@ -77,8 +77,9 @@ def exec_in(
         CommandNotFound, CommandNotExecutable, StartError: As for the container's start.
     """
     from kobako.runtime.cgroups import Cgroup
-    from kobako.runtime.containers import ContainerStore, process_start
+    from kobako.runtime.containers import ContainerStore
     from kobako.runtime.lifecycle import _decode, _seccomp, _SignalForwarder
+    from kobako.runtime.proc import process_start
 
     if not argv:
         raise InvalidArgument("no command specified")

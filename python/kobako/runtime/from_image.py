@@ -313,8 +313,8 @@ def start(
     With ``HostConfig.AutoRemove`` the container (and its anonymous volumes) is removed
     afterwards, as ``docker run --rm`` does.
     """
-    from kobako.runtime.containers import process_start
-    from kobako.runtime.lifecycle import boot_id, run
+    from kobako.runtime.lifecycle import run
+    from kobako.runtime.proc import boot_id, process_start
 
     containers = ContainerStore(store)
     cid = doc["Id"]

@@ -15,6 +15,7 @@ from kobako._record import Record
 from kobako.errors import CgroupError, InvalidArgument
 from kobako.runtime import launch
 from kobako.runtime.cgroups import Cgroup, CgroupStats, remove_idle
+from kobako.runtime.proc import boot_id, process_start
 from kobako.runtime.spec import IdMap, Spec
 
 TYPE_CHECKING = False
@@ -75,12 +76,6 @@ class Started(Record):
     monitor_start: str
     boot_id: str
     client: socket.socket | None = None
-
-
-def boot_id() -> str:
-    """This boot's id (``/proc/sys/kernel/random/boot_id``)."""
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        return f.read().strip()
 
 
 def _host_id(idmap: tuple[IdMap, ...]) -> int:
@@ -224,24 +219,11 @@ def run(
 _START_GRACE_S = 60.0
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat); None if it is
-    gone, or dead and not yet reaped (a zombie: its parent may never reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
 def _write_pid(runtime_dir: str, pid: int) -> None:
     """Record the container's pid and start time, so that a later kobako can tell it is gone."""
     tmp = os.path.join(runtime_dir, ".pid.tmp")
     with open(tmp, "w") as f:
-        f.write(f"{pid} {_start_time(pid)}\n")
+        f.write(f"{pid} {process_start(pid)}\n")
     os.rename(tmp, os.path.join(runtime_dir, "pid"))
 
 
@@ -256,7 +238,7 @@ def _is_stale(runtime_dir: str) -> bool:
             return False
     except (OSError, ValueError):
         return True
-    return _start_time(int(pid)) != start
+    return process_start(int(pid)) != start
 
 
 def _reap_stale(containers: str) -> None:
@@ -329,9 +311,9 @@ def start_detached(
         _write_pid(made.runtime_dir, pid)
         started = Started(
             pid=pid,
-            pid_start=_start_time(pid) or "",
+            pid_start=process_start(pid) or "",
             monitor_pid=monitor,
-            monitor_start=_start_time(monitor) or "",
+            monitor_start=process_start(monitor) or "",
             boot_id=boot_id(),
             client=made.client,
         )

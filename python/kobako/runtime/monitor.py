@@ -27,9 +27,10 @@ from kobako.runtime.containers import (
     ContainerStore,
     is_running,
     now_rfc3339,
-    process_start,
     read_exit,
 )
+from kobako.runtime.parse import parse_signal
+from kobako.runtime.proc import process_start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,37 +48,6 @@ BACKOFF_RESET_S = 10.0
 
 #: Environment passed to the exit command (the rest of ours is not its business).
 _ENV_KEEP = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LANG", "LC_ALL")
-
-_SIGNALS = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
-    "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
-    "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22,
-    "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29,
-    "POLL": 29, "PWR": 30, "SYS": 31,
-}  # fmt: skip
-
-
-def parse_signal(value: str | int) -> int:
-    """A signal by number, name or ``SIG`` name (``9``, ``KILL``, ``SIGKILL``, ``RTMIN+2``).
-
-    Raises:
-        InvalidArgument: It names no signal.
-    """
-    text = str(value).strip().upper()
-    name = text.removeprefix("SIG")
-    if text.isdigit():
-        number = int(text)
-    elif name in ("RTMIN", "RTMAX"):
-        number = 34 if name == "RTMIN" else 64
-    elif name.startswith("RTMIN+") and name[6:].isdigit():
-        number = 34 + int(name[6:])
-    elif name.startswith("RTMAX-") and name[6:].isdigit():
-        number = 64 - int(name[6:])
-    else:
-        number = _SIGNALS.get(name, 0)
-    if not 1 <= number <= 64:
-        raise InvalidArgument(f"invalid signal: {value}")
-    return number
 
 
 def restart_policy(value: str) -> dict[str, Any]:
