@@ -135,6 +135,9 @@ pub enum Error {
     /// A seccomp profile could not be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// A network set-up step (netlink request, namespace) failed.
+    #[error("{what}: {}", strerror(*errno))]
+    Net { what: String, errno: i32 },
     /// A layer could not be extracted: the entry is hostile, malformed or could not be created.
     #[error("layer {layer}: {entry}: {reason}")]
     Layer { layer: String, entry: String, reason: String },

@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod layer;
+pub mod net;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;

@@ -86,17 +86,45 @@ impl Drop for SignalsBlocked {
     }
 }
 
-/// Returns the calling thread to its own pid namespace (for its future children) on drop.
-struct PidNsRestore(c_int);
+/// Returns the calling thread to the namespace it was in (for its future children) on drop.
+struct NsRestore {
+    own: c_int,
+    nstype: c_int,
+}
 
-impl Drop for PidNsRestore {
+impl NsRestore {
+    /// Enter the namespace `fd` (of type `nstype`) on this thread; -1 enters nothing. No
+    /// allocation: `own_path` is the thread's own namespace file.
+    fn enter(
+        fd: c_int,
+        nstype: c_int,
+        own_path: &std::ffi::CStr,
+        what: &'static str,
+    ) -> std::result::Result<NsRestore, Failure> {
+        if fd < 0 {
+            return Ok(NsRestore { own: -1, nstype });
+        }
+        // SAFETY: opening a static path; setns on fds we hold.
+        let own = unsafe { libc::open(own_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if own < 0 || unsafe { libc::setns(fd, nstype) } != 0 {
+            let failure = Failure::os(what);
+            if own >= 0 {
+                unsafe { libc::close(own) };
+            }
+            return Err(failure);
+        }
+        Ok(NsRestore { own, nstype })
+    }
+}
+
+impl Drop for NsRestore {
     fn drop(&mut self) {
-        if self.0 >= 0 {
+        if self.own >= 0 {
             // SAFETY: setns back to the namespace this thread was in, then close its fd. A
-            // thread may always re-enter its own active pid namespace.
+            // thread may always re-enter its own namespace (as root, the only way we run).
             unsafe {
-                libc::setns(self.0, libc::CLONE_NEWPID);
-                libc::close(self.0);
+                libc::setns(self.own, self.nstype);
+                libc::close(self.own);
             }
         }
     }
@@ -208,25 +236,22 @@ pub fn launch(p: &Prepared) -> std::result::Result<Started, Failure> {
             args.unshare_cgroupns = cgroupns;
         }
         // exec: the parent's thread enters the container's pid namespace for the clone (it
-        // changes only where this thread's children go), and returns to its own after.
-        let own_pid_ns = match &plan.join {
-            Some(join) if join.pid_ns >= 0 => {
-                // SAFETY: opening a static path; setns on fds we hold.
-                let own = unsafe {
-                    libc::open(c"/proc/thread-self/ns/pid".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
-                };
-                if own < 0 || unsafe { libc::setns(join.pid_ns, libc::CLONE_NEWPID) } != 0 {
-                    let failure = Failure::os("entering the container's pid namespace");
-                    if own >= 0 {
-                        unsafe { libc::close(own) };
-                    }
-                    return Err(failure);
-                }
-                own
-            }
-            _ => -1,
-        };
-        let _restore = PidNsRestore(own_pid_ns);
+        // changes only where this thread's children go), and returns to its own after. A
+        // network namespace made beforehand is entered the same way, so that the child is born
+        // in it even when it is born in a new user namespace too (which could not join it).
+        let pid_ns = plan.join.as_ref().map_or(-1, |j| j.pid_ns);
+        let _pid_ns = NsRestore::enter(
+            pid_ns,
+            libc::CLONE_NEWPID,
+            c"/proc/thread-self/ns/pid",
+            "entering the container's pid namespace",
+        )?;
+        let _net_ns = NsRestore::enter(
+            plan.netns,
+            libc::CLONE_NEWNET,
+            c"/proc/thread-self/ns/net",
+            "entering the container's network namespace",
+        )?;
         // SAFETY: the child only runs child::run, which obeys clone's rules (see its docs).
         let mut pid = unsafe { sys::clone3(&mut clone_args) };
         if pid == 0 {

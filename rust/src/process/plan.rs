@@ -156,6 +156,9 @@ pub struct Plan {
     pub init: bool,
     /// `exec`: join a running container instead of setting one up (no mounts, no pivot).
     pub join: Option<Join>,
+    /// A network namespace (fd) to start in, entered by the parent's thread around the clone
+    /// so that it holds also under a new user namespace; -1: none.
+    pub netns: i32,
 }
 
 pub fn cstring(s: &str) -> Result<CString> {

@@ -12,13 +12,14 @@ use pyo3::types::PyBytes;
 
 use crate::error::{Error, Step};
 use crate::process::plan::{cstring, Caps, Device, Join, Kind, MountEntry, Overlay, Plan, RootPath};
-use crate::{cgroup, layer, process, seccomp};
+use crate::{cgroup, layer, net, process, seccomp};
 
 pyo3::import_exception!(kobako.errors, StartError);
 pyo3::import_exception!(kobako.errors, CommandNotFound);
 pyo3::import_exception!(kobako.errors, CommandNotExecutable);
 pyo3::import_exception!(kobako.errors, InvalidArgument);
 pyo3::import_exception!(kobako.errors, LayerError);
+pyo3::import_exception!(kobako.errors, NetworkError);
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
@@ -37,6 +38,7 @@ impl From<Error> for PyErr {
                 StartError::new_err((message, what, errno, None::<String>))
             }
             Error::Layer { layer, entry, reason } => LayerError::new_err((message, layer, entry, reason)),
+            Error::Net { errno, .. } => NetworkError::new_err((message, errno)),
             Error::Plan(_) | Error::Seccomp(_) => InvalidArgument::new_err(message),
         }
     }
@@ -82,6 +84,8 @@ struct PyPlan {
     cgroup_join: Vec<String>,
     init: bool,
     join: Option<PyJoin>,
+    /// A network namespace to start in (-1: none; see `namespaces` for a new one).
+    netns: i32,
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, Error> {
@@ -155,6 +159,7 @@ impl TryFrom<PyPlan> for Plan {
             cgroup_join: cstrings(&p.cgroup_join)?,
             init: p.init,
             join: p.join.map(|(namespaces, pid_ns, root)| Join { namespaces, pid_ns, root }),
+            netns: p.netns,
         })
     }
 }
@@ -193,6 +198,66 @@ fn spawn_detached(
         null_fd,
     };
     Ok(py.detach(|| process::detach::spawn_detached(&plan, &monitor))?)
+}
+
+fn ipv4(text: &str) -> PyResult<std::net::Ipv4Addr> {
+    text.parse().map_err(|_| InvalidArgument::new_err(format!("{text:?} is not an IPv4 address")))
+}
+
+fn cidr(addr: &str, prefix: u8) -> PyResult<net::Cidr> {
+    if prefix > 32 {
+        return Err(InvalidArgument::new_err(format!("prefix length {prefix} is out of range")));
+    }
+    Ok(net::Cidr { addr: ipv4(addr)?, prefix })
+}
+
+/// A new network namespace with ``lo`` up; returns an fd holding it (the caller closes it).
+#[pyfunction]
+fn netns_new(py: Python<'_>) -> PyResult<i32> {
+    let fd = py.detach(net::netns_new)?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(fd))
+}
+
+/// Make sure bridge ``name`` exists, carries ``addr/prefix`` and is up; True if created now.
+#[pyfunction]
+#[pyo3(signature = (name, addr, prefix, mtu=None))]
+fn bridge_ensure(py: Python<'_>, name: String, addr: String, prefix: u8, mtu: Option<u32>) -> PyResult<bool> {
+    let cidr = cidr(&addr, prefix)?;
+    Ok(py.detach(|| net::bridge_ensure(&name, cidr, mtu))?)
+}
+
+/// Delete link ``name`` (in the namespace of ``netns`` when given); False if there was none.
+#[pyfunction]
+#[pyo3(signature = (name, netns=-1))]
+fn link_delete(py: Python<'_>, name: String, netns: i32) -> PyResult<bool> {
+    Ok(py.detach(|| if netns >= 0 { net::link_delete_in(netns, &name) } else { net::link_delete(&name) })?)
+}
+
+/// A veth pair from bridge ``bridge`` (host end ``host``) into the namespace ``netns`` (end
+/// ``name`` there, with ``addr/prefix``, up, and a default route via ``gateway`` if given).
+#[pyfunction]
+#[pyo3(signature = (netns, host, bridge, name, addr, prefix, gateway=None, mac=None, mtu=None))]
+#[allow(clippy::too_many_arguments)]
+fn veth_attach(
+    py: Python<'_>,
+    netns: i32,
+    host: String,
+    bridge: String,
+    name: String,
+    addr: String,
+    prefix: u8,
+    gateway: Option<String>,
+    mac: Option<[u8; 6]>,
+    mtu: Option<u32>,
+) -> PyResult<()> {
+    let ep = net::Endpoint {
+        name,
+        cidr: cidr(&addr, prefix)?,
+        gateway: gateway.as_deref().map(ipv4).transpose()?,
+        mac,
+        mtu,
+    };
+    Ok(py.detach(|| net::veth_attach(netns, &host, &bridge, &ep))?)
 }
 
 /// One seccomp rule as Python hands it over: (names, action, errno, [(index, op, value, value_two)]).
@@ -389,6 +454,10 @@ fn pack_layer(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach_device_filter, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(netns_new, m)?)?;
+    m.add_function(wrap_pyfunction!(bridge_ensure, m)?)?;
+    m.add_function(wrap_pyfunction!(link_delete, m)?)?;
+    m.add_function(wrap_pyfunction!(veth_attach, m)?)?;
     m.add_function(wrap_pyfunction!(spawn_detached, m)?)?;
     m.add_function(wrap_pyfunction!(compile_seccomp, m)?)?;
     m.add_function(wrap_pyfunction!(read_in_root, m)?)?;
