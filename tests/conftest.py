@@ -69,6 +69,16 @@ def _children() -> set[int]:
     return out
 
 
+def _links() -> set[str]:
+    """Host links kobako makes per container (veth) or per user network (kb-); the default
+    bridge ``kobako0`` stays, as docker0 does."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return set()
+    return {n for n in names if n.startswith(("veth", "kb-"))}
+
+
 def _runtime_dirs() -> set[str]:
     from kobako.runtime.lifecycle import RUN_DIR
 
@@ -77,14 +87,14 @@ def _runtime_dirs() -> set[str]:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every container test leaves no mounts, cgroups, processes or runtime dirs behind."""
+    """Every container test leaves no mounts, cgroups, processes, runtime dirs or links behind."""
     if not any(request.node.get_closest_marker(m) for m in ("container", "cgroup")):
         yield
         return
-    before = (_mounts(), _cgroups(), _children(), _runtime_dirs())
+    before = (_mounts(), _cgroups(), _children(), _runtime_dirs(), _links())
     yield
-    after = (_mounts(), _cgroups(), _children(), _runtime_dirs())
+    after = (_mounts(), _cgroups(), _children(), _runtime_dirs(), _links())
     for what, b, a in zip(
-        ("mounts", "cgroups", "processes", "runtime dirs"), before, after, strict=True
+        ("mounts", "cgroups", "processes", "runtime dirs", "links"), before, after, strict=True
     ):
         assert a <= b, f"left behind {what}: {sorted(map(str, a - b))}"

@@ -62,6 +62,42 @@ def open_in_root(root_fd: int, path: str | bytes, flags: int, mode: int = 0) -> 
         kobako.errors.InvalidArgument: ``path`` contains a NUL byte.
     """
 
+def netns_new() -> int:
+    """A new network namespace with ``lo`` up; returns an fd holding it (the caller closes it).
+
+    Raises:
+        kobako.errors.NetworkError: It could not be made.
+    """
+
+def bridge_ensure(name: str, addr: str, prefix: int, mtu: int | None = None) -> bool:
+    """Make sure bridge ``name`` exists, carries ``addr/prefix`` and is up; True if made now.
+
+    Raises:
+        kobako.errors.NetworkError: A netlink request failed (or ``name`` is not a bridge).
+    """
+
+def link_delete(name: str, netns: int = -1) -> bool:
+    """Delete link ``name`` (in the namespace ``netns`` when given); False if there was none."""
+
+def veth_attach(
+    netns: int,
+    host: str,
+    bridge: str,
+    name: str,
+    addr: str,
+    prefix: int,
+    gateway: str | None = None,
+    mac: bytes | None = None,
+    mtu: int | None = None,
+) -> None:
+    """A veth pair from ``bridge`` (host end ``host``, in hairpin mode) into the namespace
+    ``netns``, where its end is ``name`` with ``addr/prefix``, up, with a default route via
+    ``gateway`` if given.
+
+    Raises:
+        kobako.errors.NetworkError: A netlink request failed (what was made is removed).
+    """
+
 def attach_device_filter(cgroup_fd: int, rules: list[tuple[str, int, int, str]]) -> None:
     """Attach a v2 device allowlist ``(type, major, minor, access)`` to a cgroup directory fd."""
 

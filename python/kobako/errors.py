@@ -42,6 +42,8 @@ __all__ = [
     "InvalidArgument",
     "KobakoError",
     "LayerError",
+    "NetworkError",
+    "NetworkNotFound",
     "NotFound",
     "RegistryError",
     "RegistryUnreachable",
@@ -134,6 +136,22 @@ class RegistryUnreachable(RegistryError):
 
 class CgroupError(KobakoError):
     """A cgroup could not be created, configured, read or removed."""
+
+
+class NetworkNotFound(NotFound):
+    """No network has that name or ID."""
+
+
+class NetworkError(KobakoError):
+    """A network could not be set up or torn down: a link, an address, a route, a rule.
+
+    Attributes:
+        errno: The errno the kernel answered with (0 if none).
+    """
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class StartError(KobakoError):

@@ -66,7 +66,12 @@ def test_own_mount_table(busybox: Path) -> None:
 
 
 def test_network_none_has_only_lo_up(busybox: Path) -> None:
-    out = sh(busybox, "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -o link")
+    out = sh(
+        busybox,
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate; ip -o link",
+        "--network",
+        "none",
+    )
     assert out.stdout.split()[0] == "lo"
     assert "UP" in out.stdout.splitlines()[-1] or "LOOPBACK,UP" in out.stdout
     assert len(out.stdout.strip().splitlines()) == 3
@@ -190,7 +195,7 @@ def test_user_namespace_maps() -> None:
         rootfs = busybox_rootfs(top / "rootfs")
         script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /x; echo rc=$?"
         maps = ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
-        out = sh(rootfs, script, *maps)
+        out = sh(rootfs, script, *maps, "--network", "none")
     finally:
         shutil.rmtree(top)
     assert out.returncode == 0, out.stderr
@@ -383,7 +388,7 @@ def test_missing_rootfs_and_bad_flags(tmp_path: Path) -> None:
         ["--cpus", "-1"],
         ["-v", "relative:/x"],
         ["--ulimit", "nofile=x"],
-        ["--network", "bridge"],
+        ["--network", "nosuchnet"],
     ):
         out = kobako("run", *bad, "--rootfs", str(tmp_path), "true")
         assert out.returncode == 125 and "Traceback" not in out.stderr, (bad, out.stderr)

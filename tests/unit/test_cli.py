@@ -57,7 +57,7 @@ def test_entrypoint_prepends() -> None:
         (["--memory"], "flag needs an argument: --memory"),
         (["-m", "lots", "--rootfs", "/r", "true"], 'invalid argument "lots" for "-m, --memory"'),
         (["--cpus", "x", "--rootfs", "/r", "true"], 'invalid argument "x" for "--cpus"'),
-        (["--network", "bridge", "--rootfs", "/r", "true"], "network bridge not found"),
+        (["-p", "http", "--rootfs", "/r", "true"], "invalid container port 'http'"),
         (["--security-opt", "apparmor=x", "--rootfs", "/r", "true"], "invalid --security-opt"),
         (["--rootfs", "/r"], "no command specified"),
         (["-d", "--rootfs", "/r", "true"], "a detached container needs an image"),
@@ -303,7 +303,7 @@ def test_run_flags_are_docker_s() -> None:
         (["-z", "--rootfs", "/r", "true"], "unknown shorthand flag: 'z' in -z"),
         (["-m"], "flag needs an argument: 'm' in -m"),
         (["--rootfs=maybe", "/r", "true"], 'invalid argument "maybe" for "--rootfs" flag'),
-        (["--net", "bridge", "--rootfs", "/r", "true"], "network bridge not found"),
+        (["--net", "host", "-p", "80", "--rootfs", "/r", "true"], "port publishing and the host"),
     ],
 )
 def test_run_bad_flags(argv: list[str], message: str) -> None:

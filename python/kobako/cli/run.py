@@ -15,7 +15,16 @@ from kobako.cli.args import BOOL, INT, STRING, STRING_ARRAY, Command, Flag
 from kobako.cli.main import fail
 from kobako.errors import InvalidArgument
 from kobako.runtime import parse
-from kobako.runtime.spec import IdMap, Namespaces, Process, Resources, Security, Spec
+from kobako.runtime.spec import (
+    Endpoint,
+    IdMap,
+    Namespaces,
+    Network,
+    Process,
+    Resources,
+    Security,
+    Spec,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,11 +71,27 @@ FLAGS = (
         "network",
         "",
         STRING,
-        "Connect a container to a network: none or host",
-        default="none",
+        "Connect a container to a network",
+        default="bridge",
         varname="network",
         aliases=("net",),
     ),
+    Flag(
+        "network-alias",
+        "",
+        STRING_ARRAY,
+        "Add network-scoped alias for the container",
+        varname="list",
+        aliases=("net-alias",),
+    ),
+    Flag("ip", "", STRING, "IPv4 address (e.g., 172.30.100.104)"),
+    Flag("publish", "p", STRING_ARRAY, "Publish a container's port(s) to the host", varname="list"),
+    Flag("publish-all", "P", BOOL, "Publish all exposed ports to random ports"),
+    Flag("expose", "", STRING_ARRAY, "Expose a port or a range of ports", varname="list"),
+    Flag("add-host", "", STRING_ARRAY, "Add a custom host-to-IP mapping (host:ip)", varname="list"),
+    Flag("dns", "", STRING_ARRAY, "Set custom DNS servers", varname="list"),
+    Flag("dns-search", "", STRING_ARRAY, "Set custom DNS search domains", varname="list"),
+    Flag("dns-option", "", STRING_ARRAY, "Set DNS options", varname="list"),
     Flag("entrypoint", "", STRING, "Overwrite the default ENTRYPOINT of the image"),
     Flag(
         "pull",
@@ -118,6 +143,8 @@ class Parsed:
         self.name: str | None = None
         self.labels: dict[str, str] = {}
         self.workdir_given = False
+        self.publish_all = False
+        self.expose: tuple[str, ...] = ()
         self.auto_remove = False
         self.pull = "missing"
         self.platform = ""
@@ -181,6 +208,44 @@ def _labels(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _network(o: Any) -> tuple[str, Network]:
+    """The network mode and settings of ``--network``, ``-p``, ``--dns``... (docker's rules)."""
+    import ipaddress
+
+    mode = o.get_string("network") or "bridge"
+    if mode == "default":
+        mode = "bridge"
+    ip = o.get_string("ip")
+    aliases = tuple(o.get_strings("network-alias"))
+    ports = tuple(m for ms in o.each("publish", parse.parse_publish) for m in ms)
+    dns = tuple(o.get_strings("dns"))
+    for server in dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            fail(f"{server} is not an ip address")
+    net = Network(
+        ports=ports,
+        dns=dns,
+        dns_search=tuple(o.get_strings("dns-search")),
+        dns_options=tuple(o.get_strings("dns-option")),
+        extra_hosts=tuple(o.each("add-host", parse.parse_add_host)),
+    )
+    special = mode in ("none", "host") or mode.startswith("container:")
+    if special:
+        if ports or o.get_bool("publish-all"):
+            fail(f"conflicting options: port publishing and the {mode} network mode")
+        if ip or aliases:
+            fail(f"conflicting options: --ip/--network-alias and the {mode} network mode")
+        if mode.startswith("container:") and (o.changed("hostname") or dns):
+            fail("conflicting options: --hostname/--dns and the container network mode")
+        return mode, net
+    if aliases and mode == "bridge":
+        fail("network-scoped alias is supported only for containers in user defined networks")
+    endpoint = Endpoint(network=mode, ip=ip, aliases=aliases)
+    return mode, net.replace(endpoints=(endpoint,))
+
+
 def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     """Parse ``kobako run``/``create`` arguments into a Spec and the rest of what they say.
 
@@ -220,9 +285,9 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
     p.interactive = o.get_bool("interactive")
     p.pull = o.get_string("pull")
     p.platform = o.get_string("platform")
-    network = o.get_string("network")
-    if network not in ("none", "host"):
-        fail(f"network {network} not found (supported: none, host)")
+    network, net = _network(o)
+    p.publish_all = o.get_bool("publish-all")
+    p.expose = tuple(o.get_strings("expose"))
     seccomp, nnp = _security(o.get_strings("security-opt"))
     if seccomp not in (None, "unconfined") and not os.path.isfile(seccomp):
         fail(f"opening seccomp profile ({seccomp}) failed: no such file")
@@ -259,6 +324,7 @@ def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:
             gid_map=tuple(o.each("gidmap", _idmap)),
         ),
         resources=resources,
+        network=net,
         security=Security(
             privileged=o.get_bool("privileged"),
             cap_add=tuple(o.each("cap-add", parse.parse_capability)),
@@ -280,12 +346,17 @@ def main(argv: list[str], verb: str = "run") -> int:
 
         from kobako.runtime import run
 
+        if p.publish_all:
+            fail("--publish-all needs an image (its exposed ports)")
+        spec = _resolve_rootfs_network(spec)
         return _report(_with_stdin(p.interactive, lambda stdin: run(spec, **stdin)))
     from kobako.image.store import Store
     from kobako.runtime import from_image
 
     store = Store.open()
     image = _image(store, p.image, p.pull, p.platform)
+    if p.publish_all:
+        spec = _publish_all(spec, image.config.exposed_ports + p.expose)
     doc, final = from_image.create(
         store,
         p.image,
@@ -328,6 +399,36 @@ def main(argv: list[str], verb: str = "run") -> int:
         )
     return _report(
         _with_stdin(p.interactive, lambda stdin: from_image.start(store, doc, final, **stdin))
+    )
+
+
+def _publish_all(spec: Spec, exposed: tuple[str, ...]) -> Spec:
+    """``-P``: every exposed port not published by ``-p`` on a free host port."""
+    from kobako.runtime.spec import PortMapping
+
+    ports = list(spec.network.ports)
+    have = {(m.container_port, m.proto) for m in ports}
+    for entry in exposed:
+        number, _, proto = entry.partition("/")
+        for m in parse.parse_publish(f"{number}/{proto or 'tcp'}"):
+            if (m.container_port, m.proto) not in have:
+                have.add((m.container_port, m.proto))
+                ports.append(PortMapping(proto=m.proto, container_port=m.container_port))
+    return spec.replace(network=spec.network.replace(ports=tuple(ports)))
+
+
+def _resolve_rootfs_network(spec: Spec) -> Spec:
+    """``--rootfs``: the networks' configuration from the store, as a start does."""
+    if not spec.network.endpoints:
+        return spec
+    from kobako.image.store import Store
+    from kobako.network.store import NetworkStore
+
+    networks = NetworkStore(Store.open())
+    return spec.replace(
+        network=spec.network.replace(
+            endpoints=tuple(networks.resolve(e, "", "") for e in spec.network.endpoints)
+        )
     )
 
 

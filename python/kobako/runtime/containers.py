@@ -518,6 +518,9 @@ def _settle(doc: dict[str, Any], base: str) -> dict[str, Any]:
         Status="exited", Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=code
     )
     state.setdefault("Error", "")
+    from kobako.network import stopped_settings
+
+    stopped_settings(doc)
     if finished:
         state["FinishedAt"] = finished
     elif state.get("FinishedAt", "").startswith("0001"):

@@ -181,6 +181,7 @@ def exec_in(
             else list(cgroup.join_files),
             "init": False,
             "join": (joined, pid_ns, root),
+            "netns": -1,
         }
         with _SignalForwarder() as forwarder:
             child, child_fd = _native.spawn(plan)

@@ -148,6 +148,12 @@ def create(
         "AutoRemove": auto_remove,
         "RestartPolicy": restart_policy or {"Name": "no", "MaximumRetryCount": 0},
         "NetworkMode": spec.namespaces.network,
+        "PortBindings": _port_bindings(spec),
+        "PublishAllPorts": False,
+        "Dns": list(spec.network.dns),
+        "DnsSearch": list(spec.network.dns_search),
+        "DnsOptions": list(spec.network.dns_options),
+        "ExtraHosts": list(spec.network.extra_hosts) or None,
         "Privileged": spec.security.privileged,
         "ReadonlyRootfs": spec.security.readonly_rootfs,
         "Binds": [f"{m.source}:{m.destination}" for m in spec.mounts if m.type == "bind"],
@@ -155,11 +161,15 @@ def create(
         "PidsLimit": spec.resources.pids_limit,
         "Init": spec.process.init,
     }
+    from kobako.network import initial_settings
+
+    network_settings = initial_settings(store, spec)
     containers = ContainerStore(store)
     doc = containers.create(
         image, ref, name=name, config=config, host_config=host_config, layers=layers
     )
     try:
+        doc["NetworkSettings"] = network_settings
         doc["Path"], doc["Args"] = argv[0], argv[1:]
         mounts = _mounts(store, containers, doc, cfg.volumes, spec)
     except BaseException:
@@ -298,6 +308,17 @@ def _bind_record(m: Mount) -> dict[str, Any]:
     }
 
 
+def _port_bindings(spec: Spec) -> dict[str, list[dict[str, str]]]:
+    """Docker's ``HostConfig.PortBindings`` of ``-p``/``-P``."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for p in spec.network.ports:
+        host_ip = "" if p.host_ip == "0.0.0.0" else p.host_ip
+        out.setdefault(f"{p.container_port}/{p.proto}", []).append(
+            {"HostIp": host_ip, "HostPort": str(p.host_port or "")}
+        )
+    return out
+
+
 def start(
     store: Store,
     doc: dict[str, Any],
@@ -342,11 +363,22 @@ def start(
         )
         containers.save(doc)
 
-    def started(pid: int) -> None:
+    def started(pid: int, network: dict[str, Any]) -> None:
+        from kobako.network import running_settings
+
         with containers.lock(cid):
             current = containers.load(cid)
             current["State"].update(Pid=pid, PidStart=process_start(pid))
+            running_settings(current, network)
             containers.save(current)
+
+    try:
+        from kobako.network import for_start
+
+        spec = for_start(store, doc, spec)
+    except BaseException as e:
+        _finish(containers, cid, Status="created", ExitCode=125, Error=str(e))
+        raise
 
     try:
         result = run(
@@ -376,6 +408,9 @@ def _finish(containers: ContainerStore, cid: str, **state: Any) -> None:
         doc = containers.load(cid)
         # MonitorPid 0: this process, which may live on (the API), no longer watches it
         doc["State"].update(state, Running=False, Pid=0, MonitorPid=0, FinishedAt=now_rfc3339())
+        from kobako.network import stopped_settings
+
+        stopped_settings(doc)
         if doc["HostConfig"].get("AutoRemove"):
             containers.remove(doc, volumes=True)
         else:

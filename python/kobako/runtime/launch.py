@@ -12,7 +12,7 @@ import os
 from kobako import _native
 from kobako.errors import InvalidArgument, NotFound
 from kobako.runtime import defaults, parse
-from kobako.runtime.spec import DEFAULT_PATH, Mount, Overlay, Spec
+from kobako.runtime.spec import DEFAULT_PATH, Mount, Network, Overlay, Spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -242,6 +242,7 @@ def build_plan(
     cgroup_mounts: tuple[Mount, ...],
     caps: frozenset[str],
     seccomp: bytes | None,
+    netns: int = -1,
 ) -> dict[str, Any]:
     """Compose the native launch plan for ``spec``.
 
@@ -257,6 +258,7 @@ def build_plan(
         cgroup_mounts: What to mount at /sys/fs/cgroup.
         caps: The capabilities to keep (:func:`capability_names`).
         seccomp: The compiled BPF program, or None.
+        netns: A network namespace made for it (a network, ``container:``), or -1.
 
     Raises:
         NotFound: The rootfs or a user/group does not exist.
@@ -288,8 +290,8 @@ def build_plan(
         flags |= CLONE_NEWUSER
     if ns.network == "none":
         flags |= CLONE_NEWNET
-    elif ns.network != "host":
-        raise InvalidArgument(f"network mode {ns.network!r} is not supported (none, host)")
+    elif ns.network != "host" and netns < 0:
+        raise InvalidArgument(f"network {ns.network!r} was not set up")
 
     def writable(m: Mount) -> Mount:
         return m.replace(options=tuple(o for o in m.options if o != "ro"))
@@ -390,6 +392,7 @@ def build_plan(
         "cgroup_join": list(cgroup_join),
         "init": proc.init,
         "join": None,
+        "netns": netns,
     }
 
 
@@ -431,19 +434,55 @@ def overlay_data(o: Overlay) -> tuple[str, str | None]:
     return text, base
 
 
-def write_etc_files(runtime_dir: str, hostname: str, network: str) -> None:
-    """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf into ``runtime_dir``."""
+def write_etc_files(
+    runtime_dir: str,
+    hostname: str,
+    network: str,
+    net: Network | None = None,
+    addresses: tuple[str, ...] = (),
+) -> None:
+    """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf into ``runtime_dir``.
+
+    ``network`` is the network mode; ``net`` the container's network settings (``--dns``,
+    ``--add-host``...), ``addresses`` its addresses on its networks, the first one's gateway
+    serving DNS by name on a user-defined network.
+    """
+    host_resolv = _read("/etc/resolv.conf")
     if network == "host":
         hosts = _read("/etc/hosts") or defaults.HOSTS
-        resolv = _read("/etc/resolv.conf")
+        resolv = host_resolv
     else:
-        hosts = defaults.HOSTS + f"127.0.1.1\t{hostname}\n"
-        # Docker drops loopback nameservers: they would point at the container itself.
-        resolv = "".join(
-            line + "\n"
-            for line in _read("/etc/resolv.conf").splitlines()
-            if not _is_loopback_ns(line)
-        )
+        hosts = defaults.HOSTS
+        hosts += "".join(f"{a}\t{hostname}\n" for a in addresses) or f"127.0.1.1\t{hostname}\n"
+        servers: list[str] = []
+        if net is not None and net.dns:
+            servers = list(net.dns)
+        elif net is not None and net.endpoints and net.endpoints[0].dns:
+            servers = [net.endpoints[0].gateway]  # its network's DNS answerer
+        lines = []
+        for line in host_resolv.splitlines():
+            words = line.split()
+            if words and words[0] == "nameserver":
+                # Docker drops loopback nameservers: they would point at the container itself.
+                if servers or _is_loopback_ns(line):
+                    continue
+            elif (words and words[0] in ("search", "domain") and net and net.dns_search) or (
+                words and words[0] == "options" and net and net.dns_options
+            ):
+                continue
+            lines.append(line + "\n")
+        resolv = "".join(f"nameserver {s}\n" for s in servers) + "".join(lines)
+        if net is not None and net.dns_search:
+            resolv += "search " + " ".join(net.dns_search) + "\n"
+        if net is not None and net.dns_options:
+            resolv += "options " + " ".join(net.dns_options) + "\n"
+    if net is not None:
+        for entry in net.extra_hosts:
+            name, _, ip = entry.partition(":")
+            if ip == "host-gateway" and net.endpoints:
+                ip = net.endpoints[0].gateway  # the host, as the container reaches it
+            if ip != "host-gateway":
+                hosts += f"{ip}\t{name}\n"
     for name, content in (("hostname", hostname + "\n"), ("hosts", hosts), ("resolv.conf", resolv)):
         with open(os.path.join(runtime_dir, name), "w") as f:
             f.write(content)

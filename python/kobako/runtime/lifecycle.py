@@ -68,6 +68,7 @@ class Started(Record):
         monitor_pid: Its monitor; ``monitor_start`` likewise.
         boot_id: The kernel's boot id when they started (a start time is per boot).
         client: A socket connected to the monitor's attach socket, if one was asked for.
+        network: Docker's ``NetworkSettings`` of its networks (None without one).
     """
 
     pid: int
@@ -76,6 +77,7 @@ class Started(Record):
     monitor_start: str
     boot_id: str
     client: socket.socket | None = None
+    network: dict[str, Any] | None = None
 
 
 def _host_id(idmap: tuple[IdMap, ...]) -> int:
@@ -177,7 +179,7 @@ def run(
     stdout: int = -1,
     stderr: int = -1,
     interactive: bool = False,
-    on_start: Callable[[int], object] | None = None,
+    on_start: Callable[[int, dict[str, Any]], object] | None = None,
 ) -> Exit:
     """Run ``spec`` in a new container and wait for it to exit.
 
@@ -187,7 +189,8 @@ def run(
         stdout: Host fd for its stdout (-1: ours).
         stderr: Host fd for its stderr (-1: ours).
         interactive: With ``spec.process.terminal``, forward our stdin to the terminal.
-        on_start: Called with the container's pid once it runs (to record it).
+        on_start: Called with the container's pid once it runs, and docker's
+            ``NetworkSettings`` of its networks (``{}`` without one), to record them.
 
     Returns:
         The exit status, whether it was OOM-killed, and its resource usage.
@@ -251,6 +254,7 @@ def _reap_stale(containers: str) -> None:
     for name in names:
         runtime_dir = os.path.join(containers, name)
         if _is_stale(runtime_dir) and remove_idle(name):
+            _network_down(runtime_dir, quiet=True)
             _remove_flat_dir(runtime_dir)
 
 
@@ -308,6 +312,7 @@ def start_detached(
         argv = ["kobako-monitor", log_path, exit_path, socket_path, *exit_command]
         listen = fds[-1] if listener is not None else -1
         pid, monitor = _native.spawn_detached(plan, argv, env, (out_r, err_r, in_w, listen, null))
+        made.close_netns()
         _write_pid(made.runtime_dir, pid)
         started = Started(
             pid=pid,
@@ -316,6 +321,7 @@ def start_detached(
             monitor_start=process_start(monitor) or "",
             boot_id=boot_id(),
             client=made.client,
+            network=made.network or None,
         )
         made.client = None
     except BaseException:
@@ -377,7 +383,9 @@ def cleanup(cid: str) -> None:
     cgroup = Cgroup.find(cid)
     if cgroup is not None:
         cgroup.destroy()
-    _remove_flat_dir(os.path.join(RUN_DIR, "containers", cid))
+    runtime_dir = os.path.join(RUN_DIR, "containers", cid)
+    _network_down(runtime_dir, quiet=False)
+    _remove_flat_dir(runtime_dir)
 
 
 class _Made:
@@ -389,8 +397,18 @@ class _Made:
         self.cgroup: Cgroup | None = None
         self.pty: Pty | None = None
         self.pidfd = -1
+        self.netns = -1
+        #: docker's NetworkSettings of what was set up (empty without a network)
+        self.network: dict[str, Any] = {}
+
+    def close_netns(self) -> None:
+        """Let go of the network namespace once the container holds it."""
+        if self.netns >= 0:
+            os.close(self.netns)
+            self.netns = -1
 
     def remove(self, *, quiet: bool) -> None:
+        self.close_netns()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -404,7 +422,22 @@ class _Made:
                 if not quiet:
                     raise
                 return
+        _network_down(self.runtime_dir, quiet=quiet)
         _remove_flat_dir(self.runtime_dir)
+
+
+def _network_down(runtime_dir: str, *, quiet: bool) -> None:
+    """Remove the container's veths, address leases and published ports, if it had any."""
+    if not os.path.exists(os.path.join(runtime_dir, "network.json")):
+        return
+    from kobako.errors import KobakoError
+    from kobako.network import endpoints
+
+    try:
+        endpoints.down(runtime_dir)
+    except KobakoError:
+        if not quiet:
+            raise
 
 
 def _remove_flat_dir(path: str) -> None:
@@ -429,9 +462,29 @@ def _made_for(cid: str) -> _Made:
 
 
 def _prepare(spec: Spec, cid: str, made: _Made) -> Cgroup:
-    """The container's /etc files and its cgroup (kept in ``made``)."""
-    launch.write_etc_files(made.runtime_dir, spec.hostname or cid[:12], spec.namespaces.network)
+    """The container's network, /etc files and cgroup (kept in ``made``)."""
     ns = spec.namespaces
+    addresses: tuple[str, ...] = ()
+    if ns.network.startswith("container:"):
+        from kobako.network import endpoints
+
+        made.netns = endpoints.join(spec.network.join or ns.network[len("container:") :])
+    elif ns.network not in ("none", "host"):
+        from kobako.network import endpoints
+
+        if ns.uid_map or ns.gid_map:
+            # its namespace would belong to the host's user namespace, where the container's
+            # root may not mount /sys (runc bind-mounts the host's instead; we do not)
+            raise InvalidArgument(
+                f"network {ns.network}: a user namespace (--uidmap) works with "
+                "--network none or host only"
+            )
+
+        made.netns, made.network = endpoints.up(cid, spec.network, made.runtime_dir)
+        addresses = tuple(n["IPAddress"] for n in made.network["Networks"].values())
+    launch.write_etc_files(
+        made.runtime_dir, spec.hostname or cid[:12], ns.network, spec.network, addresses
+    )
     if ns.uid_map or ns.gid_map:
         # the container's root must reach its /etc files through this 0700 directory
         os.chown(made.runtime_dir, _host_id(ns.uid_map), _host_id(ns.gid_map))
@@ -461,6 +514,7 @@ def _plan(
         cgroup_mounts=cgroup.container_mounts(),
         caps=caps,
         seccomp=_seccomp(spec, caps),
+        netns=made.netns,
     )
 
 
@@ -472,7 +526,7 @@ def _run(
     stdout: int,
     stderr: int,
     interactive: bool,
-    on_start: Callable[[int], object] | None,
+    on_start: Callable[[int, dict[str, Any]], object] | None,
 ) -> Exit:
     cgroup = _prepare(spec, cid, made)
     if spec.process.terminal:
@@ -491,10 +545,11 @@ def _run(
     )
     with _SignalForwarder() as forwarder:
         pid, made.pidfd = _native.spawn(plan)
+        made.close_netns()
         forwarder.started(pid)
         _write_pid(made.runtime_dir, pid)
         if on_start is not None:
-            on_start(pid)
+            on_start(pid, made.network)
         if pty:
             pty.close_slave()
             pty.proxy(stdin=interactive, wakeup=forwarder.wakeup_r)

@@ -118,6 +118,9 @@ def start_detached(
         if os.path.exists(exit_path):
             os.unlink(exit_path)
         try:
+            from kobako.network import for_start
+
+            spec = for_start(store, current, spec)
             started = lifecycle.start_detached(
                 spec,
                 log_path=log_path,
@@ -161,6 +164,9 @@ def start_detached(
         if reset_count:
             current["RestartCount"] = 0
             state["BackoffMs"] = 0
+        from kobako.network import running_settings
+
+        running_settings(current, started.network)
         current["LogPath"] = log_path
         containers.save(current)
     if attach is not None and started.client is not None:
@@ -226,6 +232,9 @@ def exited(store: Store, cid: str) -> None:
             OOMKilled=oom,
             FinishedAt=finished,
         )
+        from kobako.network import stopped_settings
+
+        stopped_settings(doc)
         if restart:
             backoff = state.get("BackoffMs") or 0
             backoff = BACKOFF_START_MS if ran_s >= BACKOFF_RESET_S or not backoff else backoff * 2

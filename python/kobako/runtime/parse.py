@@ -27,7 +27,7 @@ import os
 
 from kobako._record import Record
 from kobako.errors import InvalidArgument, NotFound
-from kobako.runtime.spec import Mount, Rlimit
+from kobako.runtime.spec import Mount, PortMapping, Rlimit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ __all__ = [
     "ResolvedUser",
     "capability_mask",
     "check_cpus",
+    "parse_add_host",
     "parse_bytes",
     "parse_capability",
     "parse_cpus",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_env",
     "parse_memory_swap",
     "parse_mount",
+    "parse_publish",
     "parse_signal",
     "parse_tmpfs",
     "parse_ulimit",
@@ -1157,3 +1159,80 @@ def parse_signal(value: str | int) -> int:
     if number is None or not 1 <= number <= signal.SIGRTMAX:
         raise InvalidArgument(f"invalid signal: {value!r}")
     return number
+
+
+def _port_range(text: str, what: str, value: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not lo.isdigit() or (sep and not hi.isdigit()):
+        raise InvalidArgument(f"invalid {what} port {text!r} in {value!r}")
+    first, last = int(lo), int(hi) if sep else int(lo)
+    if not 0 < first <= last < 65536:
+        raise InvalidArgument(f"invalid {what} port {text!r} in {value!r}")
+    return first, last
+
+
+def parse_publish(value: str) -> tuple[PortMapping, ...]:
+    """Docker's ``-p [[HOST_IP:][HOST_PORT[-END]]:]CONTAINER_PORT[-END][/PROTO]``.
+
+    A host port left out is chosen at each start (0 here); ``[::1]`` IPv6 host addresses are
+    not supported (IPv4 only).
+
+    Raises:
+        InvalidArgument: A malformed mapping.
+    """
+    import ipaddress
+
+    spec, _, proto = value.partition("/")
+    proto = proto.lower() or "tcp"
+    if proto not in ("tcp", "udp"):
+        raise InvalidArgument(f"invalid proto {proto!r} in {value!r}: tcp or udp")
+    parts = spec.split(":")
+    if len(parts) == 1:
+        host_ip, host_text, container_text = "", "", parts[0]
+    elif len(parts) == 2:
+        host_ip, (host_text, container_text) = "", parts
+    elif len(parts) == 3:
+        host_ip, host_text, container_text = parts
+    else:
+        raise InvalidArgument(f"invalid port mapping {value!r} (IPv6 host addresses unsupported)")
+    if host_ip:
+        try:
+            host_ip = str(ipaddress.IPv4Address(host_ip))
+        except ValueError:
+            raise InvalidArgument(f"invalid IP address {host_ip!r} in {value!r}") from None
+    first, last = _port_range(container_text, "container", value)
+    if host_text:
+        hfirst, hlast = _port_range(host_text, "host", value)
+        if hlast - hfirst != last - first:
+            raise InvalidArgument(f"port ranges of different sizes in {value!r}")
+    else:
+        hfirst = hlast = 0
+    return tuple(
+        PortMapping(
+            proto=proto,
+            host_ip=host_ip or "0.0.0.0",
+            host_port=hfirst + i if hfirst else 0,
+            container_port=first + i,
+        )
+        for i in range(last - first + 1)
+    )
+
+
+def parse_add_host(value: str) -> str:
+    """Docker's ``--add-host NAME:IP`` (or ``NAME=IP``): ``"NAME:IP"``, the address checked.
+
+    Raises:
+        InvalidArgument: No name, or a bad address.
+    """
+    import ipaddress
+
+    name, sep, ip = value.partition("=") if "=" in value else value.partition(":")
+    if not sep or not name or not ip:
+        raise InvalidArgument(f"invalid argument {value!r} for --add-host: NAME:IP expected")
+    ip = ip.strip("[]")
+    if ip != "host-gateway":
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise InvalidArgument(f"invalid IP address in --add-host: {ip!r}") from None
+    return f"{name}:{ip}"

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "Endpoint",
     "IdMap",
     "Mount",
     "Namespaces",
+    "Network",
     "Overlay",
+    "PortMapping",
     "Process",
     "Resources",
     "Rlimit",
@@ -95,11 +98,76 @@ class IdMap(Record):
     size: int
 
 
+class PortMapping(Record):
+    """A published port (``-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``).
+
+    Attributes:
+        proto: ``"tcp"`` or ``"udp"``.
+        host_ip: The host address it is published on; ``"0.0.0.0"``: every one.
+        host_port: The host port; 0: a free one chosen at each start (``-P``, ``-p 80``).
+        container_port: The port in the container.
+    """
+
+    proto: str = "tcp"
+    host_ip: str = "0.0.0.0"
+    host_port: int = 0
+    container_port: int
+
+
+class Endpoint(Record):
+    """The container's attachment to one network: what was asked, then (at start) what the
+    network is, filled in from its configuration.
+
+    Attributes:
+        network: The network's name (or id) as given.
+        ip: The address asked for (``--ip``); empty: the next free one.
+        aliases: More names it answers to on the network (``--network-alias``).
+        names: Every name the network's DNS answers with its address (name, short id, aliases).
+        network_id, bridge, subnet, gateway, internal, dns: The network's, filled at start:
+            its id, bridge, IPv4 subnet (CIDR), gateway address, whether it is
+            ``--internal``, and whether it has a DNS answerer (user-defined networks).
+    """
+
+    network: str
+    ip: str = ""
+    aliases: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    network_id: str = ""
+    bridge: str = ""
+    subnet: str = ""
+    gateway: str = ""
+    internal: bool = False
+    dns: bool = False
+
+
+class Network(Record):
+    """The container's network, when :attr:`Namespaces.network` names a network.
+
+    Attributes:
+        endpoints: Its networks, the first giving the default route.
+        ports: Published ports (on the first network's address).
+        dns: Name servers for its resolv.conf (``--dns``); default: the network's.
+        dns_search, dns_options: ``--dns-search``, ``--dns-option``.
+        extra_hosts: ``NAME:IP`` lines added to /etc/hosts (``--add-host``).
+        join: ``container:NAME``: the id of the container whose network namespace it joins.
+    """
+
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()
+    join: str = ""
+
+
 class Namespaces(Record):
     """Which namespaces the container gets.
 
     Attributes:
-        network: ``"none"`` (a new network namespace with only ``lo``, up) or ``"host"``.
+        network: ``"none"`` (a new network namespace with only ``lo``, up), ``"host"``,
+            ``"container:ID"`` (that container's), or the name of a network (``"bridge"``,
+            ...), whose set-up :attr:`Spec.network` holds.
         pid, ipc, uts, cgroup: New namespace of that kind when true.
         uid_map, gid_map: A new user namespace with these maps when non-empty.
     """
@@ -186,6 +254,7 @@ class Spec(Record):
         security: Capabilities, seccomp, no_new_privs, read-only rootfs.
         id: The container id (64 hex digits); generated when empty.
         overlay: Layers to mount at ``root`` as the root filesystem, if any.
+        network: Its networks, ports and name resolution (with a network mode naming one).
     """
 
     root: str
@@ -197,6 +266,7 @@ class Spec(Record):
     security: Security = Security()
     id: str = ""
     overlay: Overlay | None = None
+    network: Network = Network()
 
 
 def to_json(spec: Spec) -> dict[str, Any]:
@@ -269,6 +339,7 @@ def from_json(doc: dict[str, Any]) -> Spec:
                 readonly_rootfs=sec["readonly_rootfs"],
             ),
             id=doc["id"],
+            network=_network(doc.get("network")),
             overlay=None
             if overlay is None
             else Overlay(
@@ -277,3 +348,20 @@ def from_json(doc: dict[str, Any]) -> Spec:
         )
     except (KeyError, TypeError) as e:
         raise InvalidArgument(f"not a kobako container spec: {e}") from None
+
+
+def _network(doc: dict[str, Any] | None) -> Network:
+    if not doc:
+        return Network()
+    return Network(
+        endpoints=tuple(
+            Endpoint(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})  # type: ignore[arg-type]
+            for e in doc["endpoints"]
+        ),
+        ports=tuple(PortMapping(**p) for p in doc["ports"]),
+        dns=tuple(doc["dns"]),
+        dns_search=tuple(doc["dns_search"]),
+        dns_options=tuple(doc["dns_options"]),
+        extra_hosts=tuple(doc["extra_hosts"]),
+        join=doc["join"],
+    )

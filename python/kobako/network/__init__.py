@@ -1,0 +1,117 @@
+"""Container networking: bridge networks, their addresses, rules, DNS answerer and ports.
+
+* :mod:`kobako.network.store`: the networks the user made (``network create/ls/rm``) and the
+  predefined ``bridge``, ``host`` and ``none``.
+* :mod:`kobako.network.endpoints`: at run time, a container's namespace, veth pairs,
+  addresses and published ports.
+* :mod:`kobako.network.firewall`: the host's nftables rules (NAT, isolation, ports).
+* :mod:`kobako.network.dns`: the per-network DNS answerer for names on user networks.
+
+This module holds what the container records need: the network part of a container's spec
+resolved at start (:func:`for_start`) and docker's ``NetworkSettings`` before, during and
+after a run.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kobako.image.store import Store
+    from kobako.runtime.spec import Spec
+
+__all__ = ["for_start", "initial_settings", "stopped_settings"]
+
+
+def for_start(store: Store, doc: dict[str, Any], spec: Spec) -> Spec:
+    """``spec`` with its networks' current configuration filled in, for a start.
+
+    Raises:
+        NetworkNotFound: A network it is on was removed.
+        ContainerNotFound, Conflict: ``container:NAME`` names no running container.
+    """
+    mode = spec.namespaces.network
+    if mode in ("none", "host"):
+        return spec
+    if mode.startswith("container:"):
+        from kobako.errors import Conflict
+        from kobako.runtime.containers import ContainerStore, is_running
+
+        ref = mode[len("container:") :]
+        other = ContainerStore(store).get(ref)
+        if other["Id"] == doc["Id"]:
+            raise Conflict("cannot join own network")
+        if not is_running(other):
+            raise Conflict(f"cannot join network of a non running container: {ref}")
+        return spec.replace(network=spec.network.replace(join=other["Id"]))
+    from kobako.network.store import NetworkStore
+
+    networks = NetworkStore(store)
+    name = doc["Name"].lstrip("/")
+    resolved = tuple(networks.resolve(e, name, doc["Id"]) for e in spec.network.endpoints)
+    return spec.replace(network=spec.network.replace(endpoints=resolved))
+
+
+def initial_settings(store: Store, spec: Spec) -> dict[str, Any]:
+    """Docker's ``NetworkSettings`` of a created container: its networks, no addresses.
+
+    Raises:
+        NetworkNotFound: A network it names does not exist.
+    """
+    settings: dict[str, Any] = {"Networks": {}, "Ports": {}}
+    mode = spec.namespaces.network
+    if mode.startswith("container:"):
+        return settings
+    if mode in ("none", "host"):
+        from kobako.network.store import NetworkStore
+
+        doc = NetworkStore(store).get(mode)
+        settings["Networks"][mode] = _blank(doc["Id"], ())
+        return settings
+    from kobako.network.store import NetworkStore
+
+    networks = NetworkStore(store)
+    for e in spec.network.endpoints:
+        doc = networks.get(e.network)
+        settings["Networks"][doc["Name"]] = _blank(doc["Id"], e.aliases)
+    return settings
+
+
+def _blank(nid: str, aliases: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "Aliases": list(aliases) or None,
+        "NetworkID": nid,
+        "EndpointID": "",
+        "Gateway": "",
+        "IPAddress": "",
+        "IPPrefixLen": 0,
+        "MacAddress": "",
+        "DNSNames": None,
+    }
+
+
+def running_settings(doc: dict[str, Any], live: dict[str, Any] | None) -> None:
+    """Record in ``doc`` what :func:`kobako.network.endpoints.up` made for its start."""
+    if not live:
+        return
+    settings = doc.setdefault("NetworkSettings", {"Networks": {}, "Ports": {}})
+    networks = settings.setdefault("Networks", {})
+    for name, ep in live["Networks"].items():
+        networks[name] = {**networks.get(name, {}), **ep}
+    for key in ("Ports", "IPAddress", "IPPrefixLen", "Gateway", "MacAddress"):
+        settings[key] = live[key]
+
+
+def stopped_settings(doc: dict[str, Any]) -> None:
+    """Clear the addresses and ports of a container that is no longer running, as Docker does."""
+    settings = doc.get("NetworkSettings")
+    if not settings:
+        return
+    for ep in (settings.get("Networks") or {}).values():
+        ep.update(EndpointID="", Gateway="", IPAddress="", IPPrefixLen=0, MacAddress="")
+        ep["DNSNames"] = None
+    settings["Ports"] = {}
+    for key, blank in (("IPAddress", ""), ("IPPrefixLen", 0), ("Gateway", ""), ("MacAddress", "")):
+        if key in settings:
+            settings[key] = blank
