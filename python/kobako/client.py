@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kobako.containers import ContainerCollection
     from kobako.image.store import Store
     from kobako.images import ImageCollection
+    from kobako.networks import NetworkCollection
     from kobako.volumes import VolumeCollection
 
 __all__ = ["Client", "from_env"]
@@ -67,6 +68,13 @@ class Client:
         from kobako.volumes import VolumeCollection
 
         return VolumeCollection(self)
+
+    @property
+    def networks(self) -> NetworkCollection:
+        """The networks (``client.networks.create()``, ``.get()``, ``.list()``, ``.prune()``)."""
+        from kobako.networks import NetworkCollection
+
+        return NetworkCollection(self)
 
     def login(
         self,

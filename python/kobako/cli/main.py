@@ -51,6 +51,7 @@ VERBS = {
     "unpause": "observe",
     "system": "system",
     "volume": "volumes",
+    "network": "network",
     "pull": "registry",
     "push": "registry",
     "login": "registry",
@@ -104,6 +105,7 @@ Commands:
 Management Commands:
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage kobako (df, prune)
   volume      Manage volumes
 
