@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from kobako.client import Client
     from kobako.images import Image
-    from kobako.runtime.spec import Mount, Spec
+    from kobako.runtime.spec import Mount, Network, PortMapping, Spec
 
 __all__ = ["Container", "ContainerCollection", "ExecResult"]
 
@@ -595,7 +595,14 @@ class ContainerCollection:
         cpu_shares: int | None = None,
         cpuset_cpus: str | None = None,
         pids_limit: int | None = None,
-        network_mode: str = "none",
+        network_mode: str | None = None,
+        network: str | None = None,
+        ports: Mapping[str, Any] | None = None,
+        publish_all_ports: bool = False,
+        dns: Sequence[str] | None = None,
+        dns_search: Sequence[str] | None = None,
+        dns_opt: Sequence[str] | None = None,
+        extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
         privileged: bool = False,
         cap_add: Sequence[str] | None = None,
         cap_drop: Sequence[str] | None = None,
@@ -633,7 +640,14 @@ class ContainerCollection:
             nano_cpus: CPU quota in billionths of a CPU; ``cpu_shares`` and ``cpuset_cpus``
                 as in Docker.
             pids_limit: Maximum number of tasks.
-            network_mode: ``"none"`` (default) or ``"host"``.
+            network_mode: ``"bridge"`` (the default), ``"none"``, ``"host"`` or
+                ``"container:NAME"``.
+            network: The name of a network to run it on (not with ``network_mode``).
+            ports: Published ports, docker-py's way: ``{"80/tcp": 8080}``, ``{"80": None}``
+                (a free host port), ``{"53/udp": ("127.0.0.1", 5353)}``, ``{"80": [8080, 8081]}``.
+            publish_all_ports: Publish the image's exposed ports on free host ports (``-P``).
+            dns: Name servers for its resolv.conf; ``dns_search``, ``dns_opt`` likewise.
+            extra_hosts: ``{"name": "ip"}`` lines for its /etc/hosts.
             privileged: Every capability, no seccomp, the host's devices.
             cap_add: Capabilities to add; ``cap_drop`` to drop.
             security_opt: ``["seccomp=unconfined", "no-new-privileges=false"]``.
@@ -675,6 +689,12 @@ class ContainerCollection:
             cpuset_cpus=cpuset_cpus,
             pids_limit=pids_limit,
             network_mode=network_mode,
+            network=network,
+            ports=ports,
+            dns=dns,
+            dns_search=dns_search,
+            dns_opt=dns_opt,
+            extra_hosts=extra_hosts,
             privileged=privileged,
             cap_add=cap_add,
             cap_drop=cap_drop,
@@ -693,6 +713,10 @@ class ContainerCollection:
         except ImageNotFound:  # docker-py pulls what is missing, then runs it
             self.client.images.pull(ref)
             record = from_image.find_image(store, ref)
+        if publish_all_ports:
+            from kobako.network import publish_all
+
+            spec = publish_all(spec, record.config.exposed_ports)
         doc, final = from_image.create(
             store,
             ref,
@@ -770,8 +794,7 @@ class ContainerCollection:
                 nnp = value != "false"
             else:
                 raise InvalidArgument(f"invalid security_opt {opt!r}")
-        if kw["network_mode"] not in ("none", "host"):
-            raise InvalidArgument(f"network_mode {kw['network_mode']!r}: only none or host yet")
+        mode, net = _network(kw)
 
         def size(value: int | str | None) -> int | None:
             return None if value is None else parse.parse_bytes(value)
@@ -791,7 +814,8 @@ class ContainerCollection:
             ),
             hostname=kw["hostname"] or "",
             mounts=tuple(mounts),
-            namespaces=Namespaces(network=kw["network_mode"]),
+            namespaces=Namespaces(network=mode),
+            network=net,
             resources=Resources(
                 memory=size(kw["mem_limit"]),
                 memory_swap=None
@@ -812,6 +836,51 @@ class ContainerCollection:
                 readonly_rootfs=kw["read_only"],
             ),
         )
+
+
+def _ports(ports: Mapping[str, Any] | None) -> tuple[PortMapping, ...]:
+    """docker-py's ``ports`` as port mappings."""
+    from kobako.runtime import parse
+
+    out: list[PortMapping] = []
+    for key, value in (ports or {}).items():
+        number, _, proto = str(key).partition("/")
+        targets = value if isinstance(value, list) else [value]
+        for target in targets:
+            if target is None:
+                host = ""
+            elif isinstance(target, tuple):
+                host = f"{target[0]}:{target[1] if len(target) > 1 else ''}"
+            else:
+                host = str(target)
+            text = f"{host}:{number}" if host else number
+            out.extend(parse.parse_publish(f"{text}/{proto or 'tcp'}"))
+    return tuple(out)
+
+
+def _network(kw: dict[str, Any]) -> tuple[str, Network]:
+    """The network mode and settings of docker-py's ``network_mode``, ``network``, ``ports``…"""
+    from kobako.runtime import parse
+    from kobako.runtime.spec import Endpoint, Network
+
+    if kw["network"] and kw["network_mode"]:
+        raise InvalidArgument("The options 'network' and 'network_mode' can not be used together.")
+    mode = kw["network"] or kw["network_mode"] or "bridge"
+    hosts = kw["extra_hosts"] or ()
+    if isinstance(hosts, dict):
+        hosts = [f"{name}:{ip}" for name, ip in hosts.items()]
+    net = Network(
+        ports=_ports(kw["ports"]),
+        dns=tuple(kw["dns"] or ()),
+        dns_search=tuple(kw["dns_search"] or ()),
+        dns_options=tuple(kw["dns_opt"] or ()),
+        extra_hosts=tuple(parse.parse_add_host(h) for h in hosts),
+    )
+    if mode in ("none", "host") or mode.startswith("container:"):
+        if net.ports:
+            raise InvalidArgument(f"ports cannot be published with network mode {mode}")
+        return mode, net
+    return mode, net.replace(endpoints=(Endpoint(network=mode),))
 
 
 def _restart_policy(policy: Mapping[str, Any] | None) -> dict[str, Any] | None:

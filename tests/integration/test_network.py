@@ -387,3 +387,28 @@ def test_bad_network_input_is_one_line(names: list[str]) -> None:
         assert r.returncode == 125, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_api_run_with_ports_and_network(networks: NetworkStore, names: list[str]) -> None:
+    import kobako
+
+    networks.create("kapi")
+    client = kobako.Client(os.environ["KOBAKO_ROOT"])
+    port = _free_port()
+    names.append("api1")
+    c = client.containers.run(
+        "bb:1", list(HTTPD), name="api1", detach=True, network="kapi",
+        ports={"80/tcp": ("127.0.0.1", port)},
+    )  # fmt: skip
+    assert _get(f"http://127.0.0.1:{port}/hostname").strip() == c.id[:12]
+    c.reload()
+    assert c.ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert c.attrs["NetworkSettings"]["Networks"]["kapi"]["IPAddress"]
+    net = client.networks.get("kapi")
+    assert [x.id for x in net.containers] == [c.id]
+    out = client.containers.run(
+        "bb:1", ["wget", "-q", "-O-", "http://api1/hostname"], network="kapi", remove=True
+    )
+    assert out.decode().strip() == c.id[:12]
+    with pytest.raises(kobako.errors.InvalidArgument):
+        client.containers.run("bb:1", "true", network="kapi", network_mode="host")

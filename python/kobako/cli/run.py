@@ -210,8 +210,6 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 def _network(o: Any) -> tuple[str, Network]:
     """The network mode and settings of ``--network``, ``-p``, ``--dns``... (docker's rules)."""
-    import ipaddress
-
     mode = o.get_string("network") or "bridge"
     if mode == "default":
         mode = "bridge"
@@ -219,6 +217,8 @@ def _network(o: Any) -> tuple[str, Network]:
     aliases = tuple(o.get_strings("network-alias"))
     ports = tuple(m for ms in o.each("publish", parse.parse_publish) for m in ms)
     dns = tuple(o.get_strings("dns"))
+    if dns:
+        import ipaddress
     for server in dns:
         try:
             ipaddress.ip_address(server)
@@ -356,7 +356,9 @@ def main(argv: list[str], verb: str = "run") -> int:
     store = Store.open()
     image = _image(store, p.image, p.pull, p.platform)
     if p.publish_all:
-        spec = _publish_all(spec, image.config.exposed_ports + p.expose)
+        from kobako.network import publish_all
+
+        spec = publish_all(spec, image.config.exposed_ports + p.expose)
     doc, final = from_image.create(
         store,
         p.image,
@@ -400,21 +402,6 @@ def main(argv: list[str], verb: str = "run") -> int:
     return _report(
         _with_stdin(p.interactive, lambda stdin: from_image.start(store, doc, final, **stdin))
     )
-
-
-def _publish_all(spec: Spec, exposed: tuple[str, ...]) -> Spec:
-    """``-P``: every exposed port not published by ``-p`` on a free host port."""
-    from kobako.runtime.spec import PortMapping
-
-    ports = list(spec.network.ports)
-    have = {(m.container_port, m.proto) for m in ports}
-    for entry in exposed:
-        number, _, proto = entry.partition("/")
-        for m in parse.parse_publish(f"{number}/{proto or 'tcp'}"):
-            if (m.container_port, m.proto) not in have:
-                have.add((m.container_port, m.proto))
-                ports.append(PortMapping(proto=m.proto, container_port=m.container_port))
-    return spec.replace(network=spec.network.replace(ports=tuple(ports)))
 
 
 def _resolve_rootfs_network(spec: Spec) -> Spec:

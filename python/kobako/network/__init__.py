@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from kobako.image.store import Store
     from kobako.runtime.spec import Spec
 
-__all__ = ["for_start", "initial_settings", "stopped_settings"]
+__all__ = ["for_start", "initial_settings", "publish_all", "stopped_settings"]
 
 
 def for_start(store: Store, doc: dict[str, Any], spec: Spec) -> Spec:
@@ -115,3 +115,24 @@ def stopped_settings(doc: dict[str, Any]) -> None:
     for key, blank in (("IPAddress", ""), ("IPPrefixLen", 0), ("Gateway", ""), ("MacAddress", "")):
         if key in settings:
             settings[key] = blank
+
+
+def publish_all(spec: Spec, exposed: tuple[str, ...]) -> Spec:
+    """``-P``: every exposed port (``"80/tcp"``, ``"53/udp"``, ``"8000-8002"``) that ``-p``
+    does not publish already, on a free host port.
+
+    Raises:
+        InvalidArgument: A malformed exposed port.
+    """
+    from kobako.runtime.parse import parse_publish
+    from kobako.runtime.spec import PortMapping
+
+    ports = list(spec.network.ports)
+    have = {(m.container_port, m.proto) for m in ports}
+    for entry in exposed:
+        number, _, proto = entry.partition("/")
+        for m in parse_publish(f"{number}/{proto or 'tcp'}"):
+            if (m.container_port, m.proto) not in have:
+                have.add((m.container_port, m.proto))
+                ports.append(PortMapping(proto=m.proto, container_port=m.container_port))
+    return spec.replace(network=spec.network.replace(ports=tuple(ports)))

@@ -27,7 +27,6 @@ reclaims it, removing its veth and published ports.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 
@@ -75,7 +74,30 @@ def _read(path: str) -> Any:
 
 def mac_for(ip: str) -> str:
     """Docker's MAC address for an IPv4 address: ``02:42`` and the address's four bytes."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+# IPv4 arithmetic by hand: the ipaddress module costs milliseconds to import, on every start.
+
+
+def _to_int(ip: str) -> int:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return a << 24 | b << 16 | c << 8 | d
+
+
+def _to_ip(n: int) -> str:
+    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+class _Subnet:
+    """An IPv4 subnet in CIDR form (validated when the network was made)."""
+
+    def __init__(self, cidr: str) -> None:
+        base, _, prefix = cidr.partition("/")
+        self.prefixlen = int(prefix)
+        size = 1 << (32 - self.prefixlen)
+        self.first = _to_int(base) & ~(size - 1) & 0xFFFFFFFF
+        self.last = self.first + size - 1
 
 
 def up(cid: str, network: Network, runtime_dir: str) -> tuple[int, dict[str, Any]]:
@@ -151,7 +173,7 @@ def _attach(
     """Put the namespace on one network: bridge, address, veth. Returns the endpoint record."""
     if not ep.network_id or not ep.bridge:
         raise InvalidArgument(f"network {ep.network} was not resolved before the start")
-    subnet = ipaddress.IPv4Network(ep.subnet)
+    subnet = _Subnet(ep.subnet)
     host_if = "veth" + os.urandom(4).hex()[:7]
     path = os.path.join(_net_dir(ep.bridge), "endpoints", cid)
     with _lock(ep.bridge):
@@ -197,7 +219,7 @@ def _attach(
     return made
 
 
-def _ensure_bridge(ep: Endpoint, subnet: ipaddress.IPv4Network) -> None:
+def _ensure_bridge(ep: Endpoint, subnet: _Subnet) -> None:
     """Under the network's lock: its bridge, up with the gateway address, and its rules."""
     created = _native.bridge_ensure(ep.bridge, ep.gateway, subnet.prefixlen)
     marker = os.path.join(_net_dir(ep.bridge), "firewall")
@@ -227,14 +249,14 @@ def _reclaim_and_list(key: str) -> set[str]:
     return taken
 
 
-def _choose(ep: Endpoint, subnet: ipaddress.IPv4Network, taken: set[str]) -> str:
-    reserved = {ep.gateway, str(subnet.network_address), str(subnet.broadcast_address)}
+def _choose(ep: Endpoint, subnet: _Subnet, taken: set[str]) -> str:
+    reserved = {ep.gateway, _to_ip(subnet.first), _to_ip(subnet.last)}
     if ep.ip:
         if ep.ip in taken or ep.ip in reserved:
             raise Conflict(f"Address already in use: {ep.ip} on network {ep.network}")
         return ep.ip
-    for host in subnet.hosts():
-        text = str(host)
+    for n in range(subnet.first + 1, subnet.last):
+        text = _to_ip(n)
         if text not in taken and text not in reserved:
             return text
     raise Conflict(f"no available IPv4 addresses on network {ep.network}")

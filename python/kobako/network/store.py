@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import ipaddress
 import os
 import re
 
@@ -24,6 +23,7 @@ from kobako.errors import Conflict, InvalidArgument, NetworkNotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
     from collections.abc import Sequence
     from typing import Any
 
@@ -48,6 +48,8 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 def _host_routes(device: str | None = None) -> list[ipaddress.IPv4Network]:
     """The IPv4 destinations the host routes somewhere already (but the default route);
     only those through ``device`` when given."""
+    import ipaddress
+
     routes = []
     try:
         with open("/proc/net/route") as f:
@@ -234,6 +236,8 @@ class NetworkStore:
         labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A new network record (under the lock, which the subnet choice relies on)."""
+        import ipaddress
+
         from kobako.runtime.containers import now_rfc3339
 
         nid = os.urandom(32).hex()
@@ -269,6 +273,8 @@ class NetworkStore:
 
     def _subnet(self, asked: str | None) -> ipaddress.IPv4Network:
         """``asked`` checked, or a free subnet (under the lock)."""
+        import ipaddress
+
         taken = [
             ipaddress.IPv4Network(c["Subnet"])
             for d in self._records()
@@ -376,6 +382,8 @@ class NetworkStore:
         config = doc["IPAM"]["Config"][0]
         user_defined = doc["Name"] != "bridge"
         if endpoint.ip:
+            import ipaddress
+
             if not user_defined:
                 raise InvalidArgument(
                     "user specified IP address is supported on user defined networks only"
