@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     before = (_mounts(), _cgroups(), _children(), _runtime_dirs(), _links())
     yield
+    # the kernel removes the veth of a container that ended in the foreground by itself,
+    # with its network namespace, within some 50 ms
+    deadline = time.monotonic() + 2
+    while not _links() <= before[4] and time.monotonic() < deadline:
+        time.sleep(0.02)
     after = (_mounts(), _cgroups(), _children(), _runtime_dirs(), _links())
     for what, b, a in zip(
         ("mounts", "cgroups", "processes", "runtime dirs", "links"), before, after, strict=True

@@ -334,6 +334,9 @@ def _ps(argv: list[str]) -> int:
         for doc in docs:
             print(doc["Id"][:12] if trunc else doc["Id"])
         return 0
+    from kobako.cli.fmt import ports_column
+    from kobako.runtime.observe import ports
+
     rows = []
     for doc in docs:
         command = " ".join([doc.get("Path", ""), *doc.get("Args", [])])
@@ -348,7 +351,7 @@ def _ps(argv: list[str]) -> int:
                 "RunningFor": human_duration_since(doc["Created"]),
                 "Status": container_status(doc),
                 "State": doc["State"].get("Status", ""),
-                "Ports": "",
+                "Ports": ports_column(ports(doc)),
                 "Names": doc["Name"].lstrip("/"),
             }
         )

@@ -682,3 +682,18 @@ def _show(op: tuple[str, Any]) -> str:
     if kind == "field":
         return "." + ".".join(value)
     return repr(value)
+
+
+def ports_column(ports: dict[str, list[dict[str, str]] | None]) -> str:
+    """docker ps's PORTS: ``127.0.0.1:8080->80/tcp, 53/udp`` (a port exposed but not
+    published shows alone), sorted as docker sorts them."""
+    out = []
+    for key, bindings in ports.items():
+        if not bindings:
+            out.append(key)
+            continue
+        for b in bindings:
+            host = b.get("HostIp") or "0.0.0.0"
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{host}:{b.get('HostPort', '')}->{key}")
+    return ", ".join(sorted(out))

@@ -250,14 +250,31 @@ def _reclaim_and_list(key: str) -> set[str]:
 
 
 def _choose(ep: Endpoint, subnet: _Subnet, taken: set[str]) -> str:
+    """Under the lock: the address asked for, or the next free one after the last handed
+    out (as Docker's IPAM does), so that an address just given back is not reused while the
+    kernel may still be removing its old interface."""
     reserved = {ep.gateway, _to_ip(subnet.first), _to_ip(subnet.last)}
     if ep.ip:
         if ep.ip in taken or ep.ip in reserved:
             raise Conflict(f"Address already in use: {ep.ip} on network {ep.network}")
         return ep.ip
-    for n in range(subnet.first + 1, subnet.last):
+    last_path = os.path.join(_net_dir(ep.bridge), "last")
+    try:
+        with open(last_path) as f:
+            last = _to_int(f.read().strip())
+    except (OSError, ValueError):
+        last = subnet.first
+    if not subnet.first < last < subnet.last:
+        last = subnet.first
+    hosts = subnet.last - subnet.first - 1
+    for step in range(1, hosts + 1):
+        n = subnet.first + 1 + (last - subnet.first - 1 + step) % hosts
         text = _to_ip(n)
         if text not in taken and text not in reserved:
+            tmp = last_path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.rename(tmp, last_path)
             return text
     raise Conflict(f"no available IPv4 addresses on network {ep.network}")
 
@@ -362,31 +379,49 @@ def _check_bindable(proto: str, host_ip: str, port: int) -> None:
             ) from None
 
 
-def down(runtime_dir: str) -> None:
-    """Undo what :func:`up` made for a container (harmless when there is nothing)."""
+def down(runtime_dir: str, *, ended: bool = False) -> None:
+    """Undo what :func:`up` made for a container (harmless when there is nothing).
+
+    The record is claimed first (renamed), so that of two kobako processes tearing the same
+    container down (its own, and another reaping what it took for dead) one does the work.
+
+    With ``ended``, the container's processes are all gone, so its network namespace is
+    going away with its end of each veth pair, and the kernel removes the host's end by
+    itself within some 50 ms: deleting it here would cost ~20 ms of the run (the kernel
+    waits for an RCU grace period), so it is left to the kernel, unless other containers
+    joined the namespace (``--network container:``), which keeps it alive. The address is
+    not reused at once either way: :func:`_choose` hands out addresses in turn.
+    """
     record_path = os.path.join(runtime_dir, "network.json")
-    record = _read(record_path)
-    if record is None:
+    claimed = f"{record_path}.down-{os.getpid()}"
+    try:
+        os.rename(record_path, claimed)
+    except FileNotFoundError:
         return
-    for made in record["endpoints"]:
-        _release(made)
-    os.unlink(record_path)
+    record = _read(claimed)
+    keep_links = ended and not os.path.exists(os.path.join(runtime_dir, "joined"))
+    for made in (record or {}).get("endpoints", ()):
+        _release(made, delete_link=not keep_links)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(claimed)
 
 
-def _undo(made: dict[str, Any]) -> None:
+def _undo(made: dict[str, Any], *, delete_link: bool = True) -> None:
     """Remove an endpoint's published ports and veth (its peer goes with it)."""
     if made.get("ports"):
         from kobako.network import firewall
 
         firewall.remove_ports(made["ip"], [firewall.PortMapping(**p) for p in made["ports"]])
+    if not delete_link:
+        return
     with contextlib.suppress(NetworkError):
         _native.link_delete(made["host_if"])
 
 
-def _release(made: dict[str, Any]) -> None:
+def _release(made: dict[str, Any], *, delete_link: bool = True) -> None:
     """Give an endpoint's address back, after removing what it had."""
     key = made["bridge"]
-    _undo(made)
+    _undo(made, delete_link=delete_link)
     with _lock(key):
         path = os.path.join(_net_dir(key), "endpoints", made["container"])
         current = _read(path)
@@ -434,13 +469,16 @@ def join(container_id: str) -> int:
 
     try:
         with open(os.path.join(CONTAINERS_DIR, container_id, "pid")) as f:
-            pid_text, start = f.read().split()
+            pid_text, start = f.read().split()[:2]
         pid = int(pid_text)
     except (OSError, ValueError):
         raise Conflict(
             f"cannot join the network of container {container_id[:12]}: it is not running"
         ) from None
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    # its namespace outlives it now: its veths must be deleted, not left to the kernel
+    with open(os.path.join(CONTAINERS_DIR, container_id, "joined"), "w"):
+        pass
     if process_start(pid) != start:
         os.close(fd)
         raise Conflict(

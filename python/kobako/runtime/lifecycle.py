@@ -222,26 +222,34 @@ def run(
 _START_GRACE_S = 60.0
 
 
-def _write_pid(runtime_dir: str, pid: int) -> None:
-    """Record the container's pid and start time, so that a later kobako can tell it is gone."""
+def _write_pid(runtime_dir: str, pid: int, owner: int) -> None:
+    """Record the container's pid and start time, and those of the process that cleans up
+    after it (the kobako running it in the foreground, or its monitor), so that a later
+    kobako can tell both are gone."""
     tmp = os.path.join(runtime_dir, ".pid.tmp")
     with open(tmp, "w") as f:
-        f.write(f"{pid} {process_start(pid)}\n")
+        f.write(f"{pid} {process_start(pid)} {owner} {process_start(owner)}\n")
     os.rename(tmp, os.path.join(runtime_dir, "pid"))
 
 
 def _is_stale(runtime_dir: str) -> bool:
+    """Whether a runtime dir was left by a container that ended without its clean-up: its
+    process is gone, and so is the one that was to clean up (which may be at it now)."""
     try:
         with open(os.path.join(runtime_dir, "pid")) as f:
-            pid, start = f.read().split()
+            fields = f.read().split()
     except FileNotFoundError:
         try:
             return os.stat(runtime_dir).st_mtime < time.time() - _START_GRACE_S
         except OSError:
             return False
-    except (OSError, ValueError):
+    except OSError:
         return True
-    return process_start(int(pid)) != start
+    if len(fields) not in (2, 4) or not all(x.isdigit() for x in fields[::2]):
+        return True
+    if process_start(int(fields[0])) == fields[1]:
+        return False
+    return len(fields) == 2 or process_start(int(fields[2])) != fields[3]
 
 
 def _reap_stale(containers: str) -> None:
@@ -313,7 +321,7 @@ def start_detached(
         listen = fds[-1] if listener is not None else -1
         pid, monitor = _native.spawn_detached(plan, argv, env, (out_r, err_r, in_w, listen, null))
         made.close_netns()
-        _write_pid(made.runtime_dir, pid)
+        _write_pid(made.runtime_dir, pid, monitor)
         started = Started(
             pid=pid,
             pid_start=process_start(pid) or "",
@@ -400,6 +408,8 @@ class _Made:
         self.netns = -1
         #: docker's NetworkSettings of what was set up (empty without a network)
         self.network: dict[str, Any] = {}
+        #: the container ran and every process of it is gone
+        self.ended = False
 
     def close_netns(self) -> None:
         """Let go of the network namespace once the container holds it."""
@@ -422,11 +432,11 @@ class _Made:
                 if not quiet:
                     raise
                 return
-        _network_down(self.runtime_dir, quiet=quiet)
+        _network_down(self.runtime_dir, quiet=quiet, ended=self.ended)
         _remove_flat_dir(self.runtime_dir)
 
 
-def _network_down(runtime_dir: str, *, quiet: bool) -> None:
+def _network_down(runtime_dir: str, *, quiet: bool, ended: bool = False) -> None:
     """Remove the container's veths, address leases and published ports, if it had any."""
     if not os.path.exists(os.path.join(runtime_dir, "network.json")):
         return
@@ -434,7 +444,7 @@ def _network_down(runtime_dir: str, *, quiet: bool) -> None:
     from kobako.network import endpoints
 
     try:
-        endpoints.down(runtime_dir)
+        endpoints.down(runtime_dir, ended=ended)
     except KobakoError:
         if not quiet:
             raise
@@ -547,13 +557,14 @@ def _run(
         pid, made.pidfd = _native.spawn(plan)
         made.close_netns()
         forwarder.started(pid)
-        _write_pid(made.runtime_dir, pid)
+        _write_pid(made.runtime_dir, pid, os.getpid())
         if on_start is not None:
             on_start(pid, made.network)
         if pty:
             pty.close_slave()
             pty.proxy(stdin=interactive, wakeup=forwarder.wakeup_r)
         status = forwarder.wait(pid, made.pidfd)
+    made.ended = True
     return Exit(
         status=_decode(status), oom_killed=cgroup.oom_killed(), stats=cgroup.stats(), id=cid
     )
