@@ -257,11 +257,11 @@ def parse_config(content: bytes) -> ImageConfig:
 
 def chain_ids(diff_ids: tuple[str, ...] | list[str]) -> list[str]:
     """The chain ID of each layer: ``C1 = D1``, ``Cn = sha256(C(n-1) + " " + Dn)``."""
-    import hashlib
-
     out: list[str] = []
     for diff_id in diff_ids:
         if out:
+            import hashlib  # only here: a one-layer image's start does not pay for OpenSSL
+
             chain = "sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest()
         else:
             chain = diff_id
