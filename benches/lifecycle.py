@@ -205,21 +205,26 @@ def helper_memory(engine: Engine, ids: Sequence[str]) -> list[tuple[int, int]]:
 # --- set-up -------------------------------------------------------------------------------
 
 
-def start_dockerd(base: Path, fs: Path) -> tuple[Daemon, str]:
-    """Start dockerd with its data and exec roots on ``fs``: the daemon and its socket."""
+#: dockerd's settings when networking is not measured: no bridge, no iptables, no ip_forward.
+NO_NETWORK = {
+    "bridge": "none",
+    "iptables": False,
+    "ip6tables": False,
+    "ip-forward": False,
+    "ip-masq": False,
+}
+
+
+def start_dockerd(
+    base: Path, fs: Path, settings: Mapping[str, object] = NO_NETWORK
+) -> tuple[Daemon, str]:
+    """Start dockerd with its data and exec roots on ``fs``: the daemon and its socket.
+
+    ``settings`` is its ``daemon.json``; by default it leaves the host's network alone.
+    """
     d = fs / "docker"
     config = base / "daemon.json"
-    config.write_text(
-        json.dumps(
-            {
-                "bridge": "none",
-                "iptables": False,
-                "ip6tables": False,
-                "ip-forward": False,
-                "ip-masq": False,
-            }
-        )
-    )
+    config.write_text(json.dumps(settings))
     sock = d / "docker.sock"
     argv = ["dockerd", "--config-file", str(config), "--data-root", str(d / "data")]
     argv += ["--exec-root", str(d / "exec"), "--pidfile", str(d / "docker.pid")]
