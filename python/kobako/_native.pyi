@@ -4,13 +4,17 @@ from typing import Any
 
 __all__ = [
     "attach_device_filter",
+    "bridge_ensure",
     "compile_seccomp",
     "extract_layer",
+    "link_delete",
+    "netns_new",
     "open_in_root",
     "pack_layer",
     "read_in_root",
     "spawn",
     "spawn_detached",
+    "veth_attach",
 ]
 
 def spawn(plan: dict[str, Any]) -> tuple[int, int]:
@@ -76,8 +80,9 @@ def bridge_ensure(name: str, addr: str, prefix: int, mtu: int | None = None) -> 
         kobako.errors.NetworkError: A netlink request failed (or ``name`` is not a bridge).
     """
 
-def link_delete(name: str, netns: int = -1) -> bool:
-    """Delete link ``name`` (in the namespace ``netns`` when given); False if there was none."""
+def link_delete(name: str, netns: int = ...) -> bool:
+    """Delete link ``name`` (in the namespace ``netns``, an fd, when given: by default the
+    caller's); False if there was none."""
 
 def veth_attach(
     netns: int,
