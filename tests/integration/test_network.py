@@ -350,6 +350,8 @@ class _FakeUpstream:
                     data, peer = self.sock.recvfrom(4096)
                 except OSError:
                     return
+                if not data:  # shut down by close()
+                    return
                 q = DNSRecord.parse(data)
                 self.queries.append(str(q.q.qname))
                 reply = q.reply()
