@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
+from kobako._model import Model
 from kobako.errors import ContainerError, InvalidArgument
 
 TYPE_CHECKING = False
@@ -32,35 +33,12 @@ class ExecResult(NamedTuple):
     output: Any
 
 
-class Container:
+class Container(Model):
     """A container in the store (docker-py's ``Container``).
 
     Attributes:
         attrs: ``docker inspect``'s document for it.
     """
-
-    def __init__(self, client: Client, attrs: dict[str, Any]) -> None:
-        self.client = client
-        self.attrs = attrs
-
-    def __repr__(self) -> str:
-        return f"<Container: {self.short_id}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Container) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    @property
-    def id(self) -> str:
-        """The container's ID (64 hex digits)."""
-        return str(self.attrs["Id"])
-
-    @property
-    def short_id(self) -> str:
-        """The first 12 digits of its ID."""
-        return self.id[:12]
 
     @property
     def name(self) -> str:

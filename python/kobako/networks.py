@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from kobako._model import Model
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -207,35 +209,12 @@ def _container_ref(container: Container | str) -> str:
     return container.id if isinstance(container, Container) else container
 
 
-class Network:
+class Network(Model):
     """A network (docker-py's ``Network``).
 
     Attributes:
         attrs: ``docker network inspect``'s document for it.
     """
-
-    def __init__(self, client: Client, attrs: dict[str, Any]) -> None:
-        self.client = client
-        self.attrs = attrs
-
-    def __repr__(self) -> str:
-        return f"<Network: {self.short_id}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Network) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    @property
-    def id(self) -> str:
-        """Its ID (64 hex digits)."""
-        return str(self.attrs["Id"])
-
-    @property
-    def short_id(self) -> str:
-        """Its ID cut to 12 characters."""
-        return self.id[:12]
 
     @property
     def name(self) -> str:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from kobako._model import Model
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -20,35 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["Volume", "VolumeCollection"]
 
 
-class Volume:
+class Volume(Model):
     """A volume (docker-py's ``Volume``).
 
     Attributes:
         attrs: ``docker volume inspect``'s document for it.
     """
 
-    def __init__(self, client: Client, attrs: dict[str, Any]) -> None:
-        self.client = client
-        self.attrs = attrs
-
-    def __repr__(self) -> str:
-        return f"<Volume: {self.short_id}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Volume) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    @property
-    def id(self) -> str:
-        """Its name (a volume's ID is its name, as in docker-py)."""
-        return str(self.attrs["Name"])
-
-    @property
-    def short_id(self) -> str:
-        """Its name, cut to 12 characters (docker-py's ``short_id``)."""
-        return self.id[:12]
+    id_attribute = "Name"  # a volume's ID is its name, as in docker-py
 
     @property
     def name(self) -> str:

@@ -67,18 +67,20 @@ def initial_settings(store: Store, spec: Spec) -> dict[str, Any]:
         from kobako.network.store import NetworkStore
 
         doc = NetworkStore(store).get(mode)
-        settings["Networks"][mode] = _blank(doc["Id"], ())
+        settings["Networks"][mode] = blank_endpoint(doc["Id"], ())
         return settings
     from kobako.network.store import NetworkStore
 
     networks = NetworkStore(store)
     for e in spec.network.endpoints:
         doc = networks.get(e.network)
-        settings["Networks"][doc["Name"]] = _blank(doc["Id"], e.aliases)
+        settings["Networks"][doc["Name"]] = blank_endpoint(doc["Id"], e.aliases)
     return settings
 
 
-def _blank(nid: str, aliases: tuple[str, ...]) -> dict[str, Any]:
+def blank_endpoint(nid: str, aliases: tuple[str, ...]) -> dict[str, Any]:
+    """An entry of ``NetworkSettings.Networks`` for a network the container is on but not
+    running on (no address yet)."""
     return {
         "Aliases": list(aliases) or None,
         "NetworkID": nid,

@@ -41,7 +41,7 @@ def connect(
         InvalidArgument: A host/none network, a container whose network mode is host, none
             or another container's, or a bad ``ip``.
     """
-    from kobako.network import running_settings
+    from kobako.network import blank_endpoint, running_settings
     from kobako.network.endpoints import connect_running
     from kobako.network.store import NetworkStore
     from kobako.runtime.containers import ContainerStore, is_running
@@ -81,16 +81,7 @@ def connect(
         )
         containers.save_spec(doc, spec)
         settings = doc.setdefault("NetworkSettings", {"Networks": {}, "Ports": {}})
-        settings.setdefault("Networks", {})[net["Name"]] = {
-            "Aliases": list(aliases) or None,
-            "NetworkID": net["Id"],
-            "EndpointID": "",
-            "Gateway": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "MacAddress": "",
-            "DNSNames": None,
-        }
+        settings.setdefault("Networks", {})[net["Name"]] = blank_endpoint(net["Id"], aliases)
         running_settings(doc, live)
         containers.save(doc)
 
