@@ -154,7 +154,7 @@ def test_containers_connect_disconnect_remove(client: Client) -> None:
     with pytest.raises(ContainerNotFound):
         back.connect("no-such-container")
 
-    with pytest.raises(Conflict, match="used by containers"):
+    with pytest.raises(Conflict, match="active endpoints"):
         back.remove()
     assert client.networks.prune() == {"NetworksDeleted": []}
 

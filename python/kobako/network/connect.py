@@ -87,7 +87,8 @@ def connect(
 
 
 def disconnect(store: Store, container: str, network: str, *, force: bool = False) -> None:
-    """Disconnect ``container`` from ``network``.
+    """Disconnect ``container`` from ``network``. With ``force``, a stopped container is
+    taken off a network that has been removed, named as it was (as Docker allows).
 
     Raises:
         ContainerNotFound, NetworkNotFound: No such container or network.
@@ -99,7 +100,12 @@ def disconnect(store: Store, container: str, network: str, *, force: bool = Fals
 
     networks = NetworkStore(store)
     containers = ContainerStore(store)
-    net = networks.get(network)
+    try:
+        net = networks.get(network)
+    except NotFound:
+        if not force:
+            raise
+        net = {"Id": "", "Name": network}  # removed: matched by the name it had
     cid = containers.get(container)["Id"]
     with containers.lock(cid):
         doc = containers.load(cid)
@@ -118,7 +124,7 @@ def disconnect(store: Store, container: str, network: str, *, force: bool = Fals
             if force:
                 return
             raise InvalidArgument(f"container {cid[:12]} is not connected to network {net['Name']}")
-        live = disconnect_running(cid, net["Id"]) if is_running(doc) else None
+        live = disconnect_running(cid, net["Id"]) if is_running(doc) and net["Id"] else None
         spec = spec.replace(network=spec.network.replace(endpoints=tuple(keep)))
         containers.save_spec(doc, spec)
         settings = doc.setdefault("NetworkSettings", {"Networks": {}, "Ports": {}})

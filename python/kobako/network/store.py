@@ -320,10 +320,9 @@ class NetworkStore:
         with self._lock():
             users = self.users(doc)
             if users:
-                # Docker refuses only while they run; a stopped one would then fail to start
                 raise Conflict(
                     f"error while removing network: network {doc['Name']} id {doc['Id']} "
-                    f"is used by containers: {', '.join(users)}"
+                    f"has active endpoints ({', '.join(users)})"
                 )
             endpoints.teardown_network(_bridge_of(doc), self.subnet(doc))
             with contextlib.suppress(FileNotFoundError):
@@ -331,11 +330,15 @@ class NetworkStore:
         return doc
 
     def users(self, doc: dict[str, Any]) -> builtins.list[str]:
-        """The names of the containers configured on this network (running or not)."""
-        from kobako.runtime.containers import ContainerStore
+        """The names of the running containers on this network: its active endpoints. As in
+        Docker, a stopped container does not keep its networks (it fails to start once one
+        is removed)."""
+        from kobako.runtime.containers import ContainerStore, is_running
 
         out = []
         for c in ContainerStore(self.store).list():
+            if not is_running(c):
+                continue
             nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
             if doc["Name"] in nets or any(n.get("NetworkID") == doc["Id"] for n in nets.values()):
                 out.append(c["Name"].lstrip("/"))
