@@ -418,3 +418,30 @@ def test_api_run_with_ports_and_network(networks: NetworkStore, names: list[str]
     assert out.decode().strip() == c.id[:12]
     with pytest.raises(kobako.errors.InvalidArgument):
         client.containers.run("bb:1", "true", network="kapi", network_mode="host")
+
+
+def test_a_user_namespace_on_the_default_bridge(names: list[str]) -> None:
+    """The namespace is made before the clone, in the host's user namespace, where the
+    container's root may not mount sysfs: the host's is bound read-only, as runc does."""
+    import shutil
+    import tempfile
+
+    from kobako.fixtures import busybox_rootfs
+
+    names.append("userns-web")
+    _ok("run", "-d", "--name", "userns-web", "bb:1", *HTTPD)
+    web = _ip("userns-web")
+    top = tempfile.mkdtemp(prefix="kobako-userns-")
+    try:
+        os.chmod(top, 0o755)  # the mapped root (host uid 100000) must reach the rootfs
+        rootfs = busybox_rootfs(os.path.join(top, "rootfs"))
+        script = (
+            "id -u; ip -4 -o addr show eth0 | wc -l; touch /sys/x 2>/dev/null || echo ro; "
+            f"wget -q -O- http://{web}/hostname"
+        )
+        maps = ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
+        out = _ok("run", "--rm", *maps, "--rootfs", str(rootfs), "sh", "-c", script)
+    finally:
+        shutil.rmtree(top)
+    cid = json.loads(_ok("inspect", "--type", "container", "userns-web"))[0]["Id"]
+    assert out.split() == ["0", "1", "ro", cid[:12]]

@@ -482,14 +482,6 @@ def _prepare(spec: Spec, cid: str, made: _Made) -> Cgroup:
     elif ns.network not in ("none", "host"):
         from kobako.network import endpoints
 
-        if ns.uid_map or ns.gid_map:
-            # its namespace would belong to the host's user namespace, where the container's
-            # root may not mount /sys (runc bind-mounts the host's instead; we do not)
-            raise InvalidArgument(
-                f"network {ns.network}: a user namespace (--uidmap) works with "
-                "--network none or host only"
-            )
-
         made.netns, made.network = endpoints.up(cid, spec.network, made.runtime_dir)
         addresses = tuple(n["IPAddress"] for n in made.network["Networks"].values())
     launch.write_etc_files(

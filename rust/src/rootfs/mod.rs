@@ -144,8 +144,39 @@ pub fn mount(root: c_int, m: &MountEntry) -> Result<(), Failure> {
     let err = sys::errno();
     // SAFETY: closing an fd we own.
     unsafe { libc::close(fd) };
+    if rc != 0 && err == libc::EPERM && m.fstype.as_deref() == Some(c"sysfs") {
+        return bind_host_sys(root, m);
+    }
     if rc != 0 {
         return Err((if remount { Step::Remount } else { Step::Mount }, err));
+    }
+    Ok(())
+}
+
+/// In a user namespace whose network namespace belongs to another user namespace (a network
+/// made before the clone, in the host's), the kernel refuses a new sysfs: bind the host's
+/// instead, as runc does, then remount it with the flags asked for (read-only...).
+fn bind_host_sys(root: c_int, m: &MountEntry) -> Result<(), Failure> {
+    let bind = |flags: libc::c_ulong, source: *const libc::c_char, step: Step| -> Result<(), Failure> {
+        let fd = ensure(root, &m.target, m.kind)?;
+        let mut buf = [0u8; 32];
+        let target = sys::proc_fd_path(fd, &mut buf);
+        let flags = if flags & libc::MS_REMOUNT != 0 { flags | locked_flags(fd) } else { flags };
+        // SAFETY: source is static or null, target names our own fd.
+        let rc = unsafe { libc::mount(source, target, std::ptr::null(), flags, std::ptr::null()) };
+        let err = sys::errno();
+        // SAFETY: closing an fd we own.
+        unsafe { libc::close(fd) };
+        if rc != 0 {
+            return Err((step, err));
+        }
+        Ok(())
+    };
+    bind(libc::MS_BIND | libc::MS_REC, c"/sys".as_ptr(), Step::Mount)?;
+    let keep = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if m.flags & keep != 0 {
+        // a new fd: the first one holds the directory under the bind
+        bind(libc::MS_BIND | libc::MS_REMOUNT | (m.flags & keep), std::ptr::null(), Step::Remount)?;
     }
     Ok(())
 }
