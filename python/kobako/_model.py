@@ -4,11 +4,12 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any, ClassVar
 
     from kobako.client import Client
 
-__all__ = ["Model"]
+__all__ = ["Model", "filter_map"]
 
 
 class Model:
@@ -44,3 +45,20 @@ class Model:
     def short_id(self) -> str:
         """Its ID cut to 12 characters."""
         return self.id[:12]
+
+
+def filter_map(given: Mapping[str, Any] | None, allowed: Sequence[str]) -> dict[str, list[str]]:
+    """docker-py's ``filters`` mapping as lists of strings (booleans as ``"true"``/``"false"``).
+
+    Raises:
+        InvalidArgument: An unknown filter.
+    """
+    from kobako.errors import InvalidArgument
+
+    out: dict[str, list[str]] = {}
+    for key, value in (given or {}).items():
+        if key not in allowed:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        values = value if isinstance(value, list | tuple) else [value]
+        out[key] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+    return out

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from kobako._model import Model
+from kobako._model import Model, filter_map
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,23 +173,6 @@ def select(
         if not match_labels(doc, filters.get("label", ())):
             continue
         out.append(doc)
-    return out
-
-
-def _filters(filters: Mapping[str, Any] | None, allowed: Sequence[str]) -> dict[str, list[str]]:
-    """docker-py's filter mapping as lists of strings.
-
-    Raises:
-        InvalidArgument: An unknown filter.
-    """
-    from kobako.errors import InvalidArgument
-
-    out: dict[str, list[str]] = {}
-    for key, value in (filters or {}).items():
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        values = value if isinstance(value, list | tuple) else [value]
-        out.setdefault(key, []).extend(str(v) for v in values)
     return out
 
 
@@ -398,7 +381,7 @@ class NetworkCollection:
             InvalidArgument: An unknown filter.
         """
         del greedy
-        wanted = _filters(filters, FILTERS)
+        wanted = filter_map(filters, FILTERS)
         if names:
             wanted.setdefault("name", []).extend(names)
         if ids:
@@ -415,5 +398,5 @@ class NetworkCollection:
         Returns:
             ``{"NetworksDeleted": [names]}``.
         """
-        labels = _filters(filters, ("label",)).get("label", [])
+        labels = filter_map(filters, ("label",)).get("label", [])
         return {"NetworksDeleted": _store(self.client).prune(labels)}

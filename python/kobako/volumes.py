@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from kobako._model import Model
+from kobako._model import Model, filter_map
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class VolumeCollection:
         from kobako.runtime.volumes import select
 
         store = _store(self.client)
-        wanted = _filters(filters, ("dangling", "name", "label", "driver"))
+        wanted = filter_map(filters, ("dangling", "name", "label", "driver"))
         docs = select(store.list(), store.users(), wanted)
         return [Volume(self.client, doc) for doc in docs]
 
@@ -128,24 +128,7 @@ class VolumeCollection:
         Returns:
             ``{"VolumesDeleted": [names], "SpaceReclaimed": bytes}``.
         """
-        by_key = _filters(filters, ("label", "all"))
+        by_key = filter_map(filters, ("label", "all"))
         every = any(v.lower() in ("true", "1") for v in by_key.get("all", ()))
         names, freed = _store(self.client).prune(every=every, labels=by_key.get("label", ()))
         return {"VolumesDeleted": names, "SpaceReclaimed": freed}
-
-
-def _filters(filters: Mapping[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    """docker-py's filter mapping as lists of strings (booleans as ``"true"``/``"false"``).
-
-    Raises:
-        InvalidArgument: An unknown filter.
-    """
-    from kobako.errors import InvalidArgument
-
-    out: dict[str, list[str]] = {}
-    for key, value in (filters or {}).items():
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        values = value if isinstance(value, list | tuple) else [value]
-        out[key] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
-    return out

@@ -311,6 +311,42 @@ def convert(flag: str, value: str, parse: Callable[[str], T]) -> T:
         fail(f"invalid argument {quote(value)} for {quote(flag)} flag: {e}")
 
 
+def key_values(items: list[str], what: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` flags (``--label``, ``--opt``) as a mapping; ``KEY`` alone is an
+    empty value.
+
+    Raises:
+        InvalidArgument: An item with an empty key.
+    """
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid {what} {item!r}: empty key")
+        out[key] = value
+    return out
+
+
+def parse_filters(values: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """``--filter KEY=VALUE`` flags by key (``label!=KEY``: ``label`` with ``"!KEY"``).
+
+    Raises:
+        InvalidArgument: No ``=``, or a key not in ``allowed``.
+    """
+    out: dict[str, list[str]] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InvalidArgument("bad format of filter (expected name=value)")
+        key = key.strip().lower()
+        if key.endswith("!"):  # label!=KEY: those that must not have it
+            key, value = key[:-1], "!" + value
+        if key not in allowed:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        out.setdefault(key, []).append(value.strip())
+    return out
+
+
 def quote(text: str, mark: str = '"') -> str:
     """``text`` quoted as Go's ``%q`` quotes it, so a value never breaks the error's line."""
     out = [mark]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag
+from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag, key_values, parse_filters
 from kobako.cli.main import fail
-from kobako.errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,16 +139,6 @@ def _store() -> Store:
     return Store.open()
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what} {item!r}: empty key")
-        out[key] = value
-    return out
-
-
 def _one(values: list[str], flag: str) -> str | None:
     if len(values) > 1:
         fail(f"only one {flag} per network is supported (IPv4), got {len(values)}")
@@ -168,26 +157,11 @@ def _create(argv: list[str]) -> int:
         subnet=_one(o.get_strings("subnet"), "--subnet"),
         gateway=_one(o.get_strings("gateway"), "--gateway"),
         internal=o.get_bool("internal"),
-        labels=_pairs(o.get_strings("label"), "label"),
-        options=_pairs(o.get_strings("opt"), "option"),
+        labels=key_values(o.get_strings("label"), "label"),
+        options=key_values(o.get_strings("opt"), "option"),
     )
     print(doc["Id"])
     return 0
-
-
-def _filters(values: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgument("bad format of filter (expected name=value)")
-        key = key.strip().lower()
-        if key.endswith("!"):  # label!=KEY: those that must not have it
-            key, value = key[:-1], "!" + value
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value.strip())
-    return out
 
 
 def _created_at(created: str) -> str:
@@ -208,7 +182,7 @@ def _ls(argv: list[str]) -> int:
     o = LS.parse(argv)
     if o.args:
         fail(f"'kobako network ls' accepts no arguments, got {o.args[0]!r}")
-    filters = _filters(o.get_strings("filter"), FILTERS)
+    filters = parse_filters(o.get_strings("filter"), FILTERS)
     docs = select(NetworkStore(_store()).list(), filters)
     width = None if o.get_bool("no-trunc") else 12
     fmt = o.get_string("format")
@@ -318,7 +292,7 @@ def _prune(argv: list[str]) -> int:
     o = PRUNE.parse(argv)
     if o.args:
         fail(f"'kobako network prune' accepts no arguments, got {o.args[0]!r}")
-    filters = _filters(o.get_strings("filter"), ("label",))
+    filters = parse_filters(o.get_strings("filter"), ("label",))
     if not o.get_bool("force"):
         warning = (
             "WARNING! This will remove all custom networks not used by at least one container."

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag
+from kobako.cli.args import BOOL, STRING, STRING_ARRAY, Command, Flag, key_values, parse_filters
 from kobako.cli.main import fail
-from kobako.errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,43 +116,18 @@ def _volumes() -> VolumeStore:
     return VolumeStore(Store.open())
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what} {item!r}: empty key")
-        out[key] = value
-    return out
-
-
 def _create(argv: list[str]) -> int:
     o = CREATE.parse(argv)
     if len(o.args) > 1:
         fail(f"'kobako volume create' requires at most 1 argument, got {len(o.args)}")
     doc, _ = _volumes().create(
         o.args[0] if o.args else None,
-        labels=_pairs(o.get_strings("label"), "label"),
+        labels=key_values(o.get_strings("label"), "label"),
         driver=o.get_string("driver"),
-        options=_pairs(o.get_strings("opt"), "option"),
+        options=key_values(o.get_strings("opt"), "option"),
     )
     print(doc["Name"])
     return 0
-
-
-def _filters(values: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgument("bad format of filter (expected name=value)")
-        key = key.strip().lower()
-        if key.endswith("!"):  # label!=KEY: those that must not have it
-            key, value = key[:-1], "!" + value
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value.strip())
-    return out
 
 
 def _labels_text(labels: dict[str, str] | None) -> str:
@@ -168,7 +142,7 @@ def _ls(argv: list[str]) -> int:
         fail(f"'kobako volume ls' accepts no arguments, got {o.args[0]!r}")
     from kobako.runtime.volumes import select
 
-    filters = _filters(o.get_strings("filter"), ("dangling", "name", "label", "driver"))
+    filters = parse_filters(o.get_strings("filter"), ("dangling", "name", "label", "driver"))
     volumes = _volumes()
     docs = select(volumes.list(), volumes.users(), filters)
     fmt = o.get_string("format")
@@ -242,7 +216,7 @@ def _prune(argv: list[str]) -> int:
     o = PRUNE.parse(argv)
     if o.args:
         fail(f"'kobako volume prune' accepts no arguments, got {o.args[0]!r}")
-    filters = _filters(o.get_strings("filter"), ("label", "all"))
+    filters = parse_filters(o.get_strings("filter"), ("label", "all"))
     every = o.get_bool("all") or any(filter_bool("all", v) for v in filters.get("all", ()))
     if not o.get_bool("force"):
         what = "all local volumes" if every else "anonymous local volumes"
