@@ -684,6 +684,13 @@ def _show(op: tuple[str, Any]) -> str:
     return repr(value)
 
 
+def join_host_port(binding: dict[str, str]) -> str:
+    """Go's ``net.JoinHostPort`` of a port binding (``HostIp``, ``HostPort``): an IPv6 host
+    in brackets."""
+    host, port = binding.get("HostIp", ""), binding.get("HostPort", "")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def ports_column(ports: dict[str, list[dict[str, str]] | None]) -> str:
     """docker ps's PORTS: ``127.0.0.1:8080->80/tcp, 53/udp`` (a port exposed but not
     published shows alone), sorted as docker sorts them."""
@@ -693,7 +700,6 @@ def ports_column(ports: dict[str, list[dict[str, str]] | None]) -> str:
             out.append(key)
             continue
         for b in bindings:
-            host = b.get("HostIp") or "0.0.0.0"
-            host = f"[{host}]" if ":" in host else host
-            out.append(f"{host}:{b.get('HostPort', '')}->{key}")
+            host = join_host_port({**b, "HostIp": b.get("HostIp") or "0.0.0.0"})
+            out.append(f"{host}->{key}")
     return ", ".join(sorted(out))

@@ -142,12 +142,6 @@ def _top(argv: list[str], verb: str) -> int:
 # --- port ----------------------------------------------------------------------------------
 
 
-def _host_port(binding: dict[str, str]) -> str:
-    """Go's ``net.JoinHostPort``: an IPv6 host in brackets."""
-    host, port = binding.get("HostIp", ""), binding.get("HostPort", "")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _natural(text: str) -> list[tuple[int, int | str]]:
     """A sort key comparing runs of digits as numbers, and digits before other characters
     (docker sorts ports with ``sortorder.NaturalLess``)."""
@@ -163,6 +157,7 @@ def _natural(text: str) -> list[tuple[int, int | str]]:
 
 def _port(argv: list[str], verb: str) -> int:
     """Every published port (``80/tcp -> 0.0.0.0:8080``), or where one private port is."""
+    from kobako.cli.fmt import join_host_port
     from kobako.runtime.observe import ports
 
     o = PORT.parse(argv)
@@ -179,9 +174,11 @@ def _port(argv: list[str], verb: str) -> int:
         if not bindings:
             print(f"kobako: No public port '{key}' published for {o.args[0]}", file=sys.stderr)
             return 1
-        out = [_host_port(b) for b in bindings]
+        out = [join_host_port(b) for b in bindings]
     else:
-        out = [f"{key} -> {_host_port(b)}" for key, found in mapping.items() for b in found or ()]
+        out = [
+            f"{key} -> {join_host_port(b)}" for key, found in mapping.items() for b in found or ()
+        ]
     for line in sorted(out, key=_natural):
         print(line)
     return 0

@@ -20,12 +20,10 @@ __all__ = ["connect", "disconnect"]
 
 def _netns_of(state: dict[str, object]) -> int:
     """An fd of a running container's network namespace, checked against its start time."""
-    from kobako.runtime.proc import process_start
+    from kobako.runtime.proc import open_namespace
 
-    pid = int(state.get("Pid") or 0)  # type: ignore[call-overload]
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    if process_start(pid) != state.get("PidStart"):
-        os.close(fd)
+    fd = open_namespace(int(state.get("Pid") or 0), state.get("PidStart"), "net")  # type: ignore[call-overload,arg-type]
+    if fd is None:
         raise Conflict("the container stopped while being connected")
     return fd
 
@@ -94,6 +92,7 @@ def disconnect(store: Store, container: str, network: str, *, force: bool = Fals
         ContainerNotFound, NetworkNotFound: No such container or network.
         InvalidArgument: It is not on that network (unless ``force``).
     """
+    from kobako.network import running_settings
     from kobako.network.endpoints import disconnect_running
     from kobako.network.store import NetworkStore
     from kobako.runtime.containers import ContainerStore, is_running
@@ -129,7 +128,5 @@ def disconnect(store: Store, container: str, network: str, *, force: bool = Fals
         containers.save_spec(doc, spec)
         settings = doc.setdefault("NetworkSettings", {"Networks": {}, "Ports": {}})
         settings.get("Networks", {}).pop(net["Name"], None)
-        if live is not None:
-            for key in ("Ports", "IPAddress", "IPPrefixLen", "Gateway", "MacAddress"):
-                settings[key] = live[key]
+        running_settings(doc, live)
         containers.save(doc)

@@ -32,6 +32,8 @@ import os
 
 from kobako import _native
 from kobako.errors import Conflict, InvalidArgument, NetworkError
+from kobako.runtime.containers import _write_json
+from kobako.runtime.lifecycle import RUN_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,9 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["down", "teardown_network", "up"]
 
-_RUN_DIR = os.environ.get("KOBAKO_RUN_DIR", "/run/kobako")
-NETWORKS_DIR = os.path.join(_RUN_DIR, "networks")
-CONTAINERS_DIR = os.path.join(_RUN_DIR, "containers")
+NETWORKS_DIR = os.path.join(RUN_DIR, "networks")
+CONTAINERS_DIR = os.path.join(RUN_DIR, "containers")
 
 
 def _net_dir(key: str) -> str:
@@ -58,10 +59,8 @@ def _lock(key: str) -> Any:
 
 
 def _write(path: str, doc: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.rename(tmp, path)
+    """Atomically, not synced: the runtime dir is a tmpfs, gone at reboot anyway."""
+    _write_json(path, doc, durable=False)
 
 
 def _read(path: str) -> Any:
@@ -236,7 +235,7 @@ def _reclaim_and_list(key: str) -> set[str]:
     taken = set()
     directory = os.path.join(_net_dir(key), "endpoints")
     for name in os.listdir(directory):
-        if name.endswith(".tmp"):
+        if ".tmp" in name:  # another writer's, in flight
             continue
         doc = _read(os.path.join(directory, name))
         if doc is None:
@@ -289,7 +288,7 @@ def _update_dns(key: str, gateway: str) -> None:
     names: dict[str, list[str]] = {}
     directory = os.path.join(_net_dir(key), "endpoints")
     for name in sorted(os.listdir(directory)):
-        doc = _read(os.path.join(directory, name)) if not name.endswith(".tmp") else None
+        doc = _read(os.path.join(directory, name)) if ".tmp" not in name else None
         if doc is None:
             continue
         for n in doc.get("names") or ():
@@ -465,25 +464,23 @@ def join(container_id: str) -> int:
     Raises:
         Conflict: It is not running.
     """
-    from kobako.runtime.proc import process_start
+    from kobako.runtime.proc import open_namespace
 
+    runtime_dir = os.path.join(CONTAINERS_DIR, container_id)
+    fd = None
     try:
-        with open(os.path.join(CONTAINERS_DIR, container_id, "pid")) as f:
-            pid_text, start = f.read().split()[:2]
-        pid = int(pid_text)
+        with open(os.path.join(runtime_dir, "pid")) as f:
+            pid, start = f.read().split()[:2]
+        fd = open_namespace(int(pid), start, "net")
     except (OSError, ValueError):
-        raise Conflict(
-            f"cannot join the network of container {container_id[:12]}: it is not running"
-        ) from None
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    # its namespace outlives it now: its veths must be deleted, not left to the kernel
-    with open(os.path.join(CONTAINERS_DIR, container_id, "joined"), "w"):
         pass
-    if process_start(pid) != start:
-        os.close(fd)
+    if fd is None:
         raise Conflict(
             f"cannot join the network of container {container_id[:12]}: it is not running"
         )
+    # its namespace outlives it now: its veths must be deleted, not left to the kernel
+    with open(os.path.join(runtime_dir, "joined"), "w"):
+        pass
     return fd
 
 

@@ -4,7 +4,9 @@ boot are not)."""
 
 from __future__ import annotations
 
-__all__ = ["boot_id", "process_start"]
+__all__ = ["boot_id", "open_namespace", "process_start"]
+
+import os
 
 _boot: list[str] = []
 
@@ -21,6 +23,20 @@ def process_start(pid: int) -> str | None:
     if len(fields) < 20 or fields[0] in (b"Z", b"X"):
         return None
     return fields[19].decode()
+
+
+def open_namespace(pid: int, start: str | None, kind: str) -> int | None:
+    """An fd of the namespace ``kind`` (``net``, ``mnt``...) of process ``pid``, if it still
+    is the process that started at ``start``; None if it is gone. The start time is checked
+    after the open: a pid reused in between would show another."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if process_start(pid) != start:
+        os.close(fd)
+        return None
+    return fd
 
 
 def boot_id() -> str:
