@@ -839,11 +839,11 @@ def _ports(ports: Mapping[str, Any] | None) -> tuple[PortMapping, ...]:
 def _network(kw: dict[str, Any]) -> tuple[str, Network]:
     """The network mode and settings of docker-py's ``network_mode``, ``network``, ``ports``…"""
     from kobako.runtime import parse
-    from kobako.runtime.spec import Endpoint, Network
+    from kobako.runtime.spec import Network
 
     if kw["network"] and kw["network_mode"]:
         raise InvalidArgument("The options 'network' and 'network_mode' can not be used together.")
-    mode = kw["network"] or kw["network_mode"] or "bridge"
+    mode = kw["network"] or kw["network_mode"] or ""
     hosts = kw["extra_hosts"] or ()
     if isinstance(hosts, dict):
         hosts = [f"{name}:{ip}" for name, ip in hosts.items()]
@@ -854,11 +854,9 @@ def _network(kw: dict[str, Any]) -> tuple[str, Network]:
         dns_options=tuple(kw["dns_opt"] or ()),
         extra_hosts=tuple(parse.parse_add_host(h) for h in hosts),
     )
-    if mode in ("none", "host") or mode.startswith("container:"):
-        if net.ports:
-            raise InvalidArgument(f"ports cannot be published with network mode {mode}")
-        return mode, net
-    return mode, net.replace(endpoints=(Endpoint(network=mode),))
+    from kobako.network import configure
+
+    return configure(mode, net, hostname_given=bool(kw["hostname"]))
 
 
 def _restart_policy(policy: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ from kobako.cli.main import fail
 from kobako.errors import InvalidArgument
 from kobako.runtime import parse
 from kobako.runtime.spec import (
-    Endpoint,
     IdMap,
     Namespaces,
     Network,
@@ -210,40 +209,26 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 def _network(o: Any) -> tuple[str, Network]:
     """The network mode and settings of ``--network``, ``-p``, ``--dns``... (docker's rules)."""
-    mode = o.get_string("network") or "bridge"
-    if mode == "default":
-        mode = "bridge"
-    ip = o.get_string("ip")
-    aliases = tuple(o.get_strings("network-alias"))
-    ports = tuple(m for ms in o.each("publish", parse.parse_publish) for m in ms)
-    dns = tuple(o.get_strings("dns"))
-    if dns:
-        import ipaddress
-    for server in dns:
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            fail(f"{server} is not an ip address")
+    from kobako.network import configure
+
     net = Network(
-        ports=ports,
-        dns=dns,
+        ports=tuple(m for ms in o.each("publish", parse.parse_publish) for m in ms),
+        dns=tuple(o.get_strings("dns")),
         dns_search=tuple(o.get_strings("dns-search")),
         dns_options=tuple(o.get_strings("dns-option")),
         extra_hosts=tuple(o.each("add-host", parse.parse_add_host)),
     )
-    special = mode in ("none", "host") or mode.startswith("container:")
-    if special:
-        if ports or o.get_bool("publish-all"):
-            fail(f"conflicting options: port publishing and the {mode} network mode")
-        if ip or aliases:
-            fail(f"conflicting options: --ip/--network-alias and the {mode} network mode")
-        if mode.startswith("container:") and (o.changed("hostname") or dns):
-            fail("conflicting options: --hostname/--dns and the container network mode")
-        return mode, net
-    if aliases and mode == "bridge":
-        fail("network-scoped alias is supported only for containers in user defined networks")
-    endpoint = Endpoint(network=mode, ip=ip, aliases=aliases)
-    return mode, net.replace(endpoints=(endpoint,))
+    try:
+        return configure(
+            o.get_string("network"),
+            net,
+            ip=o.get_string("ip"),
+            aliases=tuple(o.get_strings("network-alias")),
+            publish_all=o.get_bool("publish-all"),
+            hostname_given=o.changed("hostname"),
+        )
+    except InvalidArgument as e:
+        fail(str(e))
 
 
 def build_spec(argv: list[str], verb: str = "run") -> tuple[Spec, Parsed]:

@@ -19,9 +19,66 @@ if TYPE_CHECKING:
     from typing import Any
 
     from kobako.image.store import Store
-    from kobako.runtime.spec import Spec
+    from kobako.runtime.spec import Network, Spec
 
-__all__ = ["for_start", "initial_settings", "publish_all", "stopped_settings"]
+__all__ = [
+    "configure",
+    "for_start",
+    "initial_settings",
+    "publish_all",
+    "stopped_settings",
+]
+
+
+def configure(
+    mode: str,
+    net: Network,
+    *,
+    ip: str = "",
+    aliases: tuple[str, ...] = (),
+    publish_all: bool = False,
+    hostname_given: bool = False,
+) -> tuple[str, Network]:
+    """A new container's network mode and settings, checked as Docker checks them: ``mode``
+    (``""`` and ``"default"`` are ``bridge``), ``net`` (ports, DNS, extra hosts), and for a
+    network, its endpoint with ``ip`` and ``aliases``.
+
+    Raises:
+        InvalidArgument: A DNS server that is not an address, or options the mode excludes
+            (ports, ``--ip`` or aliases with none/host/container:, aliases on the default
+            bridge, a hostname or DNS with container:).
+    """
+    from kobako.errors import InvalidArgument
+    from kobako.runtime.spec import Endpoint
+
+    mode = "bridge" if mode in ("", "default") else mode
+    if net.dns:
+        import ipaddress
+
+        for server in net.dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidArgument(f"{server} is not an ip address") from None
+    if mode in ("none", "host") or mode.startswith("container:"):
+        if net.ports or publish_all:
+            raise InvalidArgument(
+                f"conflicting options: port publishing and the {mode} network mode"
+            )
+        if ip or aliases:
+            raise InvalidArgument(
+                f"conflicting options: --ip/--network-alias and the {mode} network mode"
+            )
+        if mode.startswith("container:") and (hostname_given or net.dns):
+            raise InvalidArgument(
+                "conflicting options: --hostname/--dns and the container network mode"
+            )
+        return mode, net
+    if aliases and mode == "bridge":
+        raise InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+    return mode, net.replace(endpoints=(Endpoint(network=mode, ip=ip, aliases=aliases),))
 
 
 def for_start(store: Store, doc: dict[str, Any], spec: Spec) -> Spec:
